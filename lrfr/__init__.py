@@ -1,0 +1,1 @@
+"""The ``lrfr`` command line: one entry point over training, evaluation and serving."""

@@ -1,0 +1,1 @@
+"""Sub-commands of ``lrfr``; each module exposes ``register(app)``."""

@@ -1,0 +1,123 @@
+"""Runs an exported model artifact with ONNX Runtime (no torch).
+
+Used by the service and by evaluation alike, so both feed the network the same way:
+an RGB image of any size is resized to the artifact's ``input_size`` (bicubic), its
+channels put in ``colour_order``, normalised with ``mean``/``std`` and laid out NCHW.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.artifact import ArtifactError, ModelMetadata, load_metadata
+
+logger = logging.getLogger(__name__)
+
+
+def resize_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) array of ``image`` resized to ``size`` = (height, width)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    height, width = size
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def to_tensor(pixels: Sequence[np.ndarray] | np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+    """Stacks RGB (H, W, 3) arrays in [0, 255] into the network's float32 NCHW input."""
+    batch = np.asarray(pixels, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) RGB pixels, got shape {batch.shape}")
+    if tuple(batch.shape[1:3]) != tuple(metadata.input_size):
+        raise ValueError(f"pixels are {batch.shape[1:3]}, the model needs {metadata.input_size}")
+    if metadata.colour_order == "BGR":
+        batch = batch[..., ::-1]
+    mean = np.asarray(metadata.mean, dtype=np.float32)
+    std = np.asarray(metadata.std, dtype=np.float32)
+    return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
+
+
+def l2_normalise(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, eps)).astype(np.float32)
+
+
+class OnnxEmbedder:
+    """An ONNX model artifact loaded into an ONNX Runtime session.
+
+    Args:
+        onnx_path: the ``.onnx`` file; its ``.json`` metadata must sit beside it.
+        providers: ONNX Runtime execution providers in order of preference; by default
+            CUDA when this onnxruntime build offers it, else CPU.
+        threads: intra-op threads for the CPU provider (``None``: ONNX Runtime decides).
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort  # the service extra; kept local so metadata tools need none
+
+        self.path = Path(onnx_path)
+        self.metadata = load_metadata(self.path)
+        available = ort.get_available_providers()
+        if providers is None:
+            preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [p for p in preferred if p in available]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=list(providers)
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if self.metadata.input_name not in inputs:
+            raise ArtifactError(
+                f"{self.path} has inputs {sorted(inputs)}, metadata names "
+                f"'{self.metadata.input_name}'"
+            )
+        if self.metadata.output_name not in outputs:
+            raise ArtifactError(
+                f"{self.path} has outputs {sorted(outputs)}, metadata names "
+                f"'{self.metadata.output_name}'"
+            )
+        self.providers = self.session.get_providers()
+        logger.info("loaded %s (%s) on %s", self.metadata.name, self.metadata.version, self.providers)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.metadata.input_size
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """The RGB uint8 pixels of ``image`` as the network sees them."""
+        return resize_to_input(image, self.metadata.input_size)
+
+    def embed_pixels(self, pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings (N, D) of RGB uint8 arrays already at the input size."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.metadata.embedding_size), dtype=np.float32)
+        tensor = to_tensor(pixels, self.metadata)
+        (raw,) = self.session.run([self.metadata.output_name], {self.metadata.input_name: tensor})
+        raw = np.asarray(raw, dtype=np.float32).reshape(len(tensor), -1)
+        if raw.shape[1] != self.metadata.embedding_size:
+            raise ArtifactError(
+                f"model returned {raw.shape[1]}-d embeddings, metadata says "
+                f"{self.metadata.embedding_size}"
+            )
+        return l2_normalise(raw)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised embeddings of PIL images of any size and mode."""
+        return self.embed_pixels([self.prepare(image) for image in images])
