@@ -1,0 +1,65 @@
+"""The backbone registry: ``create_backbone(name)`` instead of an if/elif factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+BackboneBuilder = Callable[..., nn.Module]
+
+_BACKBONES: dict[str, BackboneBuilder] = {}
+
+
+def _key(name: str) -> str:
+    """Lookup key: case, '-' and '_' are ignored, so 'IR-50', 'ir_50' and 'ir50' agree."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering a builder ``fn(embedding_size=..., **kw) -> nn.Module``."""
+
+    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
+        key = _key(name)
+        if key in {_key(n) for n in _BACKBONES}:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BACKBONES[name] = builder
+        return builder
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by :func:`create_backbone`, in registration order."""
+    return list(_BACKBONES)
+
+
+def create_backbone(
+    name: str,
+    embedding_size: int = 512,
+    dropout: float = 0.0,
+    input_size: int = 112,
+    **kwargs: object,
+) -> nn.Module:
+    """Builds a registered backbone.
+
+    Args:
+        name: a name from :func:`list_backbones` (case, '-' and '_' are ignored).
+        embedding_size: D, the size of the raw embedding the forward returns.
+        dropout: dropout probability before the embedding layer.
+        input_size: side of the square input the network is built for.
+        **kwargs: further options of the builder (e.g. ``width_multiplier``).
+
+    Returns:
+        The backbone; ``forward(x)`` maps (N, 3, H, W) to raw embeddings (N, D).
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the valid names.
+    """
+    by_key = {_key(n): n for n in _BACKBONES}
+    canonical = by_key.get(_key(name))
+    if canonical is None:
+        raise ValueError(f"unknown backbone {name!r}; valid names: {list_backbones()}")
+    return _BACKBONES[canonical](
+        embedding_size=embedding_size, dropout=dropout, input_size=input_size, **kwargs
+    )
