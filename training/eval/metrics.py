@@ -1,0 +1,374 @@
+"""Verification and identification metrics on similarity scores (numpy only).
+
+Conventions used throughout:
+
+* A score is a cosine similarity; higher means "more likely the same person".
+* A pair is **accepted** when ``score >= threshold``. Thresholds picked to maximise
+  accuracy are midpoints between neighbouring distinct scores, so the rule's tie
+  behaviour never matters for them.
+* FAR = accepted negatives / negatives, TAR = accepted positives / positives.
+* TAR at a FAR target uses the strictest threshold whose measured FAR does not exceed
+  the target; it is ``None`` when there are fewer than ``1 / FAR`` negatives, since
+  the target cannot then be measured.
+* Ranks are pessimistic on ties: a wrong candidate scoring exactly like the right one
+  counts as ranked above it.
+
+Nothing here imports torch; the training loop's validation and ``lrfr eval`` share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _as_scores_labels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinite values")
+    return scores, labels
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """A ROC curve: ``far[i]``, ``tar[i]`` when accepting ``score >= thresholds[i]``.
+
+    Starts at (0, 0) with threshold +inf and ends at (1, 1).
+    """
+
+    far: np.ndarray
+    tar: np.ndarray
+    thresholds: np.ndarray
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
+    """The ROC curve of ``scores`` with boolean ``labels`` (True = same identity).
+
+    Raises:
+        ValueError: shapes differ, a score is not finite, or a class is missing.
+    """
+    scores, labels = _as_scores_labels(scores, labels)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"a ROC needs both classes: {positives} positives, {negatives} negatives")
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    # one point per distinct score: the last index of each run of equal scores
+    distinct = np.flatnonzero(np.diff(sorted_scores) != 0)
+    ends = np.concatenate([distinct, [sorted_scores.size - 1]])
+    true_accepts = np.cumsum(sorted_labels)[ends]
+    false_accepts = (ends + 1) - true_accepts
+    return RocCurve(
+        far=np.concatenate([[0.0], false_accepts / negatives]),
+        tar=np.concatenate([[0.0], true_accepts / positives]),
+        thresholds=np.concatenate([[np.inf], sorted_scores[ends]]),
+    )
+
+
+def auc(curve: RocCurve) -> float:
+    """Area under a ROC curve (trapezoidal rule)."""
+    far, tar = curve.far, curve.tar
+    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2.0))
+
+
+def threshold_at_far(negative_scores: np.ndarray, far: float) -> float | None:
+    """The strictest acceptance threshold whose FAR on ``negative_scores`` is <= ``far``.
+
+    Returns ``None`` when the negatives are too few to measure ``far``
+    (fewer than ``1 / far``).
+    """
+    if not 0.0 < far <= 1.0:
+        raise ValueError(f"FAR must be in (0, 1], got {far}")
+    negatives = np.sort(np.asarray(negative_scores, dtype=np.float64).ravel())[::-1]
+    if negatives.size == 0 or negatives.size * far < 1.0 - 1e-9:
+        return None
+    allowed = int(np.floor(negatives.size * far + 1e-9))  # false accepts we may make
+    if allowed >= negatives.size:
+        return float(negatives[-1])
+    # accepting >= t with t just above the (allowed+1)-th highest negative accepts at
+    # most `allowed` negatives (fewer when that score is tied with higher ones)
+    return float(np.nextafter(negatives[allowed], np.inf))
+
+
+def tar_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> float | None:
+    """True-accept rate at false-accept rate ``far`` (``None`` if not measurable)."""
+    scores, labels = _as_scores_labels(scores, labels)
+    if not labels.any():
+        raise ValueError("TAR needs at least one positive pair")
+    threshold = threshold_at_far(scores[~labels], far)
+    if threshold is None:
+        return None
+    return float(np.mean(scores[labels] >= threshold))
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold that maximises accuracy of ``score >= t`` on these pairs.
+
+    Candidates are midpoints between neighbouring distinct scores plus one below the
+    lowest and one above the highest; ties between equally accurate candidates go to
+    the lowest threshold.
+    """
+    scores, labels = _as_scores_labels(scores, labels)
+    if scores.size == 0:
+        raise ValueError("no scores to pick a threshold from")
+    order = np.argsort(scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.unique(s)
+    # cut k: reject everything below distinct[k] (k = 0: accept all; k = len: reject all)
+    starts = np.searchsorted(s, distinct, side="left")
+    cut_positions = np.concatenate([starts, [s.size]])
+    negatives_below = np.concatenate([[0], np.cumsum(~y)])[cut_positions]
+    positives_above = y.sum() - np.concatenate([[0], np.cumsum(y)])[cut_positions]
+    correct = negatives_below + positives_above
+    k = int(np.argmax(correct))
+    if k == 0:
+        return float(distinct[0] - 1.0)
+    if k == distinct.size:
+        return float(distinct[-1] + 1.0)
+    return float((distinct[k - 1] + distinct[k]) / 2.0)
+
+
+def accuracy_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs classified correctly by ``score >= threshold``."""
+    scores, labels = _as_scores_labels(scores, labels)
+    return float(np.mean((scores >= threshold) == labels))
+
+
+@dataclass(frozen=True)
+class FoldAccuracy:
+    """k-fold verification accuracy: per-fold accuracies and the thresholds used."""
+
+    accuracies: np.ndarray
+    thresholds: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.accuracies.mean())
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation over folds (ddof=0), as the LFW tools report it."""
+        return float(self.accuracies.std())
+
+
+def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> FoldAccuracy:
+    """Accuracy per fold with the threshold chosen on all the other folds.
+
+    Args:
+        scores: one similarity per pair.
+        labels: True for same-identity pairs.
+        folds: the fold index of every pair (any integers; each distinct value is a fold).
+    """
+    scores, labels = _as_scores_labels(scores, labels)
+    folds = np.asarray(folds).ravel()
+    if folds.shape != scores.shape:
+        raise ValueError(f"{folds.size} fold indices for {scores.size} pairs")
+    fold_ids = np.unique(folds)
+    if fold_ids.size < 2:
+        raise ValueError("k-fold accuracy needs at least two folds")
+    accuracies, thresholds = [], []
+    for fold in fold_ids:
+        test = folds == fold
+        threshold = best_threshold(scores[~test], labels[~test])
+        thresholds.append(threshold)
+        accuracies.append(accuracy_at(scores[test], labels[test], threshold))
+    return FoldAccuracy(np.asarray(accuracies), np.asarray(thresholds))
+
+
+def interleaved_folds(labels: np.ndarray, n_folds: int = 10) -> np.ndarray:
+    """Fold indices that spread each class evenly: the i-th pair of a class -> i % k.
+
+    Every fold then holds positives and negatives in the data's proportion (never a
+    fold of a single class), and the assignment is deterministic.
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    folds = np.empty(labels.size, dtype=np.int64)
+    for value in (True, False):
+        members = np.flatnonzero(labels == value)
+        folds[members] = np.arange(members.size) % n_folds
+    return folds
+
+
+def verification_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    fars: Sequence[float] = (1e-2, 1e-3),
+) -> tuple[dict[str, object], RocCurve]:
+    """The standard verification summary of one set of pair scores.
+
+    Returns:
+        ``({"accuracy", "std", "fold_accuracies", "threshold", "tar_at_far", "auc",
+        "pairs", "positives", "negatives"}, roc)``; ``tar_at_far`` is keyed by
+        ``str(far)`` and holds ``None`` where the pair count cannot measure it;
+        ``threshold`` is the accuracy-optimal threshold on all pairs.
+    """
+    scores, labels = _as_scores_labels(scores, labels)
+    folded = kfold_accuracy(scores, labels, folds)
+    curve = roc_curve(scores, labels)
+    summary: dict[str, object] = {
+        "accuracy": folded.mean,
+        "std": folded.std,
+        "fold_accuracies": [float(a) for a in folded.accuracies],
+        "threshold": best_threshold(scores, labels),
+        "tar_at_far": {str(far): tar_at_far(scores, labels, far) for far in fars},
+        "auc": auc(curve),
+        "pairs": int(scores.size),
+        "positives": int(labels.sum()),
+        "negatives": int((~labels).sum()),
+    }
+    return summary, curve
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """What identification metrics need from a probe-vs-gallery search.
+
+    Attributes:
+        mate_rank: 1-based rank of the first correct gallery entry per probe
+            (0 for a probe whose identity is not enrolled).
+        mate_score: score of the best correct gallery entry (-inf when not enrolled).
+        top_label_correct: whether the top-ranked entry has the probe's identity.
+        top_score: the best score of the search.
+        nonmate_score: the best score over gallery entries of *other* identities, i.e.
+            the top score of the same search had the probe's identity not been enrolled.
+    """
+
+    mate_rank: np.ndarray
+    mate_score: np.ndarray
+    top_label_correct: np.ndarray
+    top_score: np.ndarray
+    nonmate_score: np.ndarray
+
+
+def search(
+    probes: np.ndarray,
+    probe_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    *,
+    by_identity: bool = False,
+    chunk: int = 256,
+) -> SearchResults:
+    """Searches L2-normalised ``probes`` (P, D) in ``gallery`` (G, D) by cosine similarity.
+
+    Args:
+        probes: probe embeddings, one row per probe.
+        probe_labels: identity of every probe.
+        gallery: gallery embeddings.
+        gallery_labels: identity of every gallery entry (distractors: labels no probe
+            carries, e.g. negative numbers, each distractor its own or a shared one).
+        by_identity: rank identities (each scored by its best gallery entry) instead of
+            gallery images; the same when each identity has one gallery image.
+        chunk: probes scored at a time, bounding memory to ``chunk * G`` floats.
+    """
+    probes = np.asarray(probes, dtype=np.float32)
+    gallery = np.asarray(gallery, dtype=np.float32)
+    probe_labels = np.asarray(probe_labels).ravel()
+    gallery_labels = np.asarray(gallery_labels).ravel()
+    if probes.ndim != 2 or gallery.ndim != 2 or probes.shape[1] != gallery.shape[1]:
+        raise ValueError(f"embedding shapes differ: probes {probes.shape}, gallery {gallery.shape}")
+    if len(probe_labels) != len(probes) or len(gallery_labels) != len(gallery):
+        raise ValueError("one label per probe and per gallery entry is required")
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty")
+    if by_identity:
+        # columns = identities, each scored by its best image
+        order = np.argsort(gallery_labels, kind="mergesort")
+        gallery, gallery_labels = gallery[order], gallery_labels[order]
+        column_labels, starts = np.unique(gallery_labels, return_index=True)
+    else:
+        column_labels, starts = gallery_labels, None
+    outputs: dict[str, list[np.ndarray]] = {k: [] for k in SearchResults.__dataclass_fields__}
+    for begin in range(0, len(probes), chunk):
+        sims = probes[begin : begin + chunk] @ gallery.T
+        if starts is not None:
+            sims = np.maximum.reduceat(sims, starts, axis=1)
+        labels = probe_labels[begin : begin + chunk]
+        is_mate = column_labels[None, :] == labels[:, None]
+        mate_score = np.where(is_mate, sims, -np.inf).max(axis=1)
+        nonmate = np.where(is_mate, -np.inf, sims)
+        nonmate_score = nonmate.max(axis=1)
+        enrolled = is_mate.any(axis=1)
+        # pessimistic ties: wrong entries scoring >= the best mate rank above it
+        ahead = (nonmate >= mate_score[:, None]).sum(axis=1)
+        top = sims.argmax(axis=1)
+        outputs["mate_rank"].append(np.where(enrolled, ahead + 1, 0))
+        outputs["mate_score"].append(mate_score)
+        outputs["top_label_correct"].append(enrolled & (ahead == 0))
+        outputs["top_score"].append(sims[np.arange(len(sims)), top])
+        outputs["nonmate_score"].append(nonmate_score)
+    return SearchResults(**{k: np.concatenate(v) for k, v in outputs.items()})
+
+
+def cmc(results: SearchResults, ranks: Sequence[int]) -> dict[int, float]:
+    """Closed-set identification rate at each rank, over the enrolled probes."""
+    enrolled = results.mate_rank > 0
+    if not enrolled.any():
+        raise ValueError("no probe has its identity in the gallery")
+    found = results.mate_rank[enrolled]
+    return {int(rank): float(np.mean(found <= rank)) for rank in ranks}
+
+
+def fnir_at_fpir(results: SearchResults, fpir: float) -> tuple[float | None, float | None]:
+    """Open-set rank-1 FNIR at a target FPIR, and the threshold that achieves it.
+
+    Non-mated searches are taken from every probe's best score against the *other*
+    identities (the leave-own-identity-out search), plus the top score of every probe
+    whose identity is not enrolled. A mated search fails when the top entry is not the
+    mate or scores below the threshold.
+
+    Returns:
+        ``(fnir, threshold)``, or ``(None, None)`` when the non-mated searches are too
+        few to measure ``fpir``.
+    """
+    enrolled = results.mate_rank > 0
+    nonmated = np.concatenate([results.nonmate_score[enrolled], results.top_score[~enrolled]])
+    nonmated = nonmated[np.isfinite(nonmated)]
+    threshold = threshold_at_far(nonmated, fpir)
+    if threshold is None or not enrolled.any():
+        return None, None
+    hits = results.top_label_correct[enrolled] & (results.mate_score[enrolled] >= threshold)
+    return float(1.0 - hits.mean()), threshold
+
+
+def open_set_roc(results: SearchResults) -> RocCurve | None:
+    """The open-set identification curve: FPIR (as ``far``) vs 1 - FNIR (as ``tar``).
+
+    ``None`` when there are no mated or no non-mated searches.
+    """
+    enrolled = results.mate_rank > 0
+    nonmated = np.concatenate([results.nonmate_score[enrolled], results.top_score[~enrolled]])
+    nonmated = nonmated[np.isfinite(nonmated)]
+    if nonmated.size == 0 or not enrolled.any():
+        return None
+    # a mated search "scores" its mate's score if it is ranked first, else never accepted
+    mated = np.where(results.top_label_correct[enrolled], results.mate_score[enrolled], -np.inf)
+    floor = min(np.min(nonmated, initial=0.0), np.min(mated[np.isfinite(mated)], initial=0.0))
+    mated = np.where(np.isfinite(mated), mated, floor - 1.0)
+    scores = np.concatenate([mated, nonmated])
+    labels = np.concatenate([np.ones(mated.size, bool), np.zeros(nonmated.size, bool)])
+    curve = roc_curve(scores, labels)
+    # misses scored below everything never become hits: cap the curve at the hit rate
+    hit_rate = float(results.top_label_correct[enrolled].mean())
+    keep = curve.tar <= hit_rate + 1e-12
+    return RocCurve(curve.far[keep], curve.tar[keep], curve.thresholds[keep])
+
+
+def identification_metrics(
+    results: SearchResults,
+    ranks: Sequence[int] = (1, 5),
+    fpirs: Sequence[float] = (1e-2,),
+) -> dict[str, object]:
+    """``{"rank1": ..., "rank5": ..., "fnir_at_fpir": {"0.01": ...}, "probes", ...}``."""
+    rates = cmc(results, ranks)
+    summary: dict[str, object] = {f"rank{rank}": rate for rank, rate in rates.items()}
+    summary["fnir_at_fpir"] = {str(fpir): fnir_at_fpir(results, fpir)[0] for fpir in fpirs}
+    summary["probes"] = int(results.mate_rank.size)
+    summary["mated_probes"] = int((results.mate_rank > 0).sum())
+    return summary
