@@ -1,0 +1,185 @@
+"""One embedding interface over an ONNX artifact, a training checkpoint or a module.
+
+Every model takes RGB uint8 (N, 112, 112, 3) pixels and returns L2-normalised float32
+embeddings (N, D). ONNX artifacts run through :class:`models.embedder.OnnxEmbedder`
+(the service's own code path); checkpoints are rebuilt with
+:func:`models.export.backbone_from_checkpoint`. torch is imported only when a torch
+model is actually used, so ONNX evaluation needs no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+#: File endings read as training checkpoints (anything else must be ``.onnx``).
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".tar"})
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """What evaluation needs from a model."""
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """L2-normalised (N, D) embeddings of RGB uint8 (N, H, W, 3) at ``input_size``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready metadata identifying the model in results."""
+        ...
+
+
+def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class OnnxModel:
+    """An ONNX artifact (``model.onnx`` + ``model.json``) run by ONNX Runtime."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        from models.embedder import OnnxEmbedder
+
+        self.path = Path(path)
+        self.embedder = OnnxEmbedder(self.path, threads=threads)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.embedder.input_size)  # type: ignore[return-value]
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.embedder.embed_pixels(pixels)
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.embedder.metadata.model_dump(mode="json")
+        keep = ("name", "version", "backbone", "head", "embedding_size", "training_data",
+                "git_commit", "created_at", "onnx_sha256")
+        return {"format": "onnx", "path": str(self.path), **{k: meta.get(k) for k in keep}}
+
+
+class TorchModuleModel:
+    """A backbone ``nn.Module`` (architecture contract: normalised RGB NCHW -> raw z).
+
+    Used directly by training-time validation, and by :class:`TorchCheckpointModel`.
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        *,
+        name: str = "torch-module",
+        device: str = "cpu",
+        input_size: int = 112,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.module = module.to(device).eval()
+        self.device = torch.device(device)
+        self._input_size = (input_size, input_size)
+        self._info = {"format": "torch", "name": name, **(info or {})}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._input_size
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        batch = np.asarray(pixels)
+        if batch.ndim != 4 or batch.shape[-1] != 3 or tuple(batch.shape[1:3]) != self.input_size:
+            raise ValueError(f"expected (N, {self.input_size}, 3) RGB pixels, got {batch.shape}")
+        if len(batch) == 0:
+            raise ValueError("no pixels to embed")
+        tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        tensor = (tensor.permute(0, 3, 1, 2).float() - 127.5) / 127.5
+        with torch.inference_mode():
+            raw = self.module(tensor)
+        if isinstance(raw, (tuple, list)):  # backbones that also return the norm
+            raw = raw[0]
+        return _l2_normalise(raw.float().cpu().numpy())
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._info)
+
+
+class TorchCheckpointModel(TorchModuleModel):
+    """The backbone of a training checkpoint (``backbone_name``, ``backbone_kwargs``,
+    ``backbone_state``). Loading unpickles the file: only load checkpoints you trust."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+        import torch
+
+        from models.export import backbone_from_checkpoint
+
+        self.path = Path(path)
+        checkpoint = torch.load(self.path, map_location="cpu", weights_only=False)
+        backbone, backbone_name = backbone_from_checkpoint(checkpoint)
+        info = {
+            "format": "torch-checkpoint",
+            "path": str(self.path),
+            "backbone": backbone_name,
+            "backbone_kwargs": {
+                k: v for k, v in dict(checkpoint.get("backbone_kwargs") or {}).items()
+                if isinstance(v, (int, float, str, bool, type(None)))
+            },
+            "head": checkpoint.get("head_name"),
+            "step": checkpoint.get("step"),
+            "epoch": checkpoint.get("epoch"),
+        }
+        super().__init__(
+            backbone, name=self.path.stem, device=device,
+            input_size=int(getattr(backbone, "input_size", 112)), info=info,
+        )
+
+
+def load_model(
+    path: str | Path, *, device: str = "cpu", threads: int | None = None
+) -> EmbeddingModel:
+    """An ONNX artifact (``.onnx``, or a folder holding ``model.onnx``) or a checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.suffix == ".onnx":
+        return OnnxModel(path, threads=threads)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return TorchCheckpointModel(path, device=device)
+    raise ValueError(
+        f"{path}: unknown model format; use an .onnx artifact or a checkpoint "
+        f"({', '.join(sorted(CHECKPOINT_SUFFIXES))})"
+    )
+
+
+def embed_batched(
+    model: EmbeddingModel,
+    pixels: np.ndarray | Sequence[np.ndarray],
+    *,
+    batch_size: int = 128,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """Embeds ``pixels`` (N, H, W, 3) ``batch_size`` at a time, with a progress bar."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    total = len(pixels)
+    chunks = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for begin in range(0, total, batch_size):
+            batch = np.asarray(pixels[begin : begin + batch_size])
+            chunks.append(np.asarray(model.embed_pixels(batch), dtype=np.float32))
+            bar.update(len(batch))
+    if not chunks:
+        raise ValueError("no images to embed")
+    return np.concatenate(chunks)

@@ -1,0 +1,258 @@
+"""Runs a model over a protocol at several resolutions and collects the results.
+
+The distinct images of a protocol are decoded and cropped once (in a few threads) and
+kept in memory as 112x112 crops; for every resolution r they are degraded to r and
+back (:func:`training.degrade.degrade`, METHODS §5) and embedded in batches. An image
+is embedded at most once per resolution, however many pairs or searches use it.
+
+Verification (pairs): at each r both images are degraded ("downsampled"); with
+``cross_resolution`` the first image of each pair stays at 112 and the second is
+degraded. Identification: the gallery stays at full quality, the probes are degraded.
+Resolution ``None`` ("native") and any r >= 112 leave the images untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from training.degrade import Interpolation, degrade
+from training.eval.embedding import EmbeddingModel, embed_batched
+from training.eval.metrics import RocCurve
+from training.eval.protocols import (
+    IdentificationProtocol,
+    PairProtocol,
+    score_identification,
+    score_pairs,
+)
+from training.faces import INPUT_SIZE, FaceLoader
+
+logger = logging.getLogger(__name__)
+
+Protocol = PairProtocol | IdentificationProtocol
+
+
+def resolution_key(resolution: int | None) -> str:
+    """The results key of a resolution: ``"112"``, ``"7"`` ... or ``"native"``."""
+    return "native" if resolution is None else str(resolution)
+
+
+def parse_resolutions(text: str) -> tuple[int | None, ...]:
+    """``"112,56,28"`` -> ``(112, 56, 28)``; ``"native"`` -> ``(None,)``."""
+    values: list[int | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() == "native":
+            values.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ValueError(f"resolution {part!r} is neither an integer nor 'native'") from None
+        if value < 1:
+            raise ValueError(f"resolution must be positive, got {value}")
+        values.append(value)
+    if not values:
+        raise ValueError("no resolutions given")
+    return tuple(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How images are degraded and embedded.
+
+    Attributes:
+        resolutions: sides r to evaluate at (``None`` = native, untouched).
+        cross_resolution: for pairs, also score one image at 112 vs the other at r.
+        down, up: interpolation kernels of the degradation (METHODS §5).
+        batch_size: images per forward pass.
+        workers: threads decoding images.
+        progress: show progress bars.
+    """
+
+    resolutions: tuple[int | None, ...] = (112, 56, 28, 14, 7)
+    cross_resolution: bool = False
+    down: Interpolation = "bicubic"
+    up: Interpolation = "bicubic"
+    batch_size: int = 128
+    workers: int = 2
+    progress: bool = True
+
+
+def load_faces(
+    paths: Sequence[Path], loader: FaceLoader, *, workers: int = 2, progress: bool = True
+) -> np.ndarray:
+    """Decodes and crops every image once: uint8 (N, 112, 112, 3)."""
+    faces = np.empty((len(paths), INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(paths), desc="loading faces", unit="img", disable=not progress,
+             leave=False) as bar,
+    ):
+        for i, crop in enumerate(pool.map(loader.load, paths)):
+            faces[i] = crop
+            bar.update(1)
+    return faces
+
+
+class EmbeddingStore:
+    """Embeddings of the cached faces per resolution, computed on first request."""
+
+    def __init__(self, model: EmbeddingModel, faces: np.ndarray, settings: EvalSettings) -> None:
+        if tuple(model.input_size) != (INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(
+                f"the model takes {model.input_size} inputs; evaluation feeds "
+                f"{INPUT_SIZE}x{INPUT_SIZE} crops"
+            )
+        self.model = model
+        self.faces = faces
+        self.settings = settings
+        self._embeddings: dict[int | None, np.ndarray] = {}
+        self._done: dict[int | None, np.ndarray] = {}
+        self.embedded = 0  # images run through the model, for tests and logs
+
+    def effective(self, resolution: int | None) -> int | None:
+        """``None`` when ``resolution`` leaves the crops untouched."""
+        return None if resolution is None or resolution >= INPUT_SIZE else resolution
+
+    def pixels(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:
+        """The crops at ``indices`` as the network sees them at ``resolution``."""
+        side = self.effective(resolution)
+        crops = self.faces[indices]
+        if side is None:
+            return crops
+        s = self.settings
+        return np.stack([degrade(c, side, down=s.down, up=s.up) for c in crops])
+
+    def get(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:
+        """Embeddings (len(indices), D) of the faces at ``indices`` degraded to ``resolution``."""
+        side = self.effective(resolution)
+        indices = np.asarray(indices, dtype=np.int64)
+        done = self._done.setdefault(side, np.zeros(len(self.faces), dtype=bool))
+        missing = np.unique(indices[~done[indices]])
+        if missing.size:
+            embeddings = embed_batched(
+                self.model, _LazyPixels(self, side, missing),
+                batch_size=self.settings.batch_size, progress=self.settings.progress,
+                desc=f"embedding at {side or INPUT_SIZE} px",
+            )
+            if side not in self._embeddings:
+                self._embeddings[side] = np.zeros(
+                    (len(self.faces), embeddings.shape[1]), dtype=np.float32
+                )
+            self._embeddings[side][missing] = embeddings
+            done[missing] = True
+            self.embedded += int(missing.size)
+        return self._embeddings[side][indices]
+
+
+class _LazyPixels:
+    """Degrades one batch at a time, so memory holds one batch of degraded pixels."""
+
+    def __init__(self, store: EmbeddingStore, side: int | None, indices: np.ndarray) -> None:
+        self.store, self.side, self.indices = store, side, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return self.store.pixels(self.side, self.indices[item])
+
+
+@dataclass
+class EvaluationRun:
+    """The results of one evaluation and the curves for its plots.
+
+    Attributes:
+        results: the JSON-ready results (see ``docs/evaluation.md``).
+        curves: ``{"downsampled" | "cross_resolution": {resolution key: RocCurve}}``;
+            for identification the open-set curve (FPIR vs 1 - FNIR).
+    """
+
+    results: dict[str, Any]
+    curves: dict[str, dict[str, RocCurve]] = field(default_factory=dict)
+
+
+def evaluate(
+    model: EmbeddingModel,
+    protocol: Protocol,
+    loader: FaceLoader,
+    settings: EvalSettings | None = None,
+    *,
+    dataset: str | Path | None = None,
+    limit: int | None = None,
+) -> EvaluationRun:
+    """Scores ``model`` on ``protocol`` (optionally a fixed subset) at every resolution."""
+    settings = settings or EvalSettings()
+    protocol = protocol.subset(limit)
+    started = time.perf_counter()
+    logger.info("%s: decoding %d images", protocol.name, len(protocol.images))
+    faces = load_faces(
+        protocol.images, loader, workers=settings.workers, progress=settings.progress
+    )
+    loaded = time.perf_counter()
+    store = EmbeddingStore(model, faces, settings)
+    sections: dict[str, dict[str, Any]] = {"resolutions": {}}
+    curves: dict[str, dict[str, RocCurve]] = {"downsampled": {}}
+    resolutions = tqdm(settings.resolutions, desc="resolutions", disable=not settings.progress)
+    for resolution in resolutions:
+        key = resolution_key(resolution)
+        if isinstance(protocol, PairProtocol):
+            left = store.get(resolution, protocol.left)
+            summary, curve = score_pairs(protocol, left, store.get(resolution, protocol.right))
+        else:
+            summary, curve = score_identification(
+                protocol, store.get(None, protocol.gallery), store.get(resolution, protocol.probes)
+            )
+        sections["resolutions"][key] = summary
+        if curve is not None:
+            curves["downsampled"][key] = curve
+        if (
+            settings.cross_resolution
+            and isinstance(protocol, PairProtocol)
+            and store.effective(resolution) is not None
+        ):
+            summary, curve = score_pairs(
+                protocol, store.get(None, protocol.left), store.get(resolution, protocol.right)
+            )
+            sections.setdefault("cross_resolution", {})[key] = summary
+            curves.setdefault("cross_resolution", {})[key] = curve
+    finished = time.perf_counter()
+    kind = "verification" if isinstance(protocol, PairProtocol) else "identification"
+    results: dict[str, Any] = {
+        "model": model.describe(),
+        "protocol": protocol.name,
+        "kind": kind,
+        "dataset": None if dataset is None else str(dataset),
+        **sections,
+        "images": len(protocol.images),
+        "limit": limit,
+        "settings": {
+            **{k: v for k, v in asdict(settings).items() if k not in ("progress", "workers")},
+            "resolutions": [resolution_key(r) for r in settings.resolutions],
+            "face_mode": loader.mode,
+        },
+        "timing_s": {
+            "load": round(loaded - started, 3),
+            "embed_and_score": round(finished - loaded, 3),
+            "total": round(finished - started, 3),
+        },
+        "images_embedded": store.embedded,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    if isinstance(protocol, PairProtocol):
+        results["pairs"] = protocol.pairs
+    else:
+        results["probes"] = len(protocol.probes)
+        results["gallery"] = len(protocol.gallery)
+    return EvaluationRun(results=results, curves=curves)
