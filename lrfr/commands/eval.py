@@ -1,0 +1,285 @@
+"""``lrfr eval``: the deck's comparison tables for any model (ONNX artifact or checkpoint).
+
+``lrfr eval lfw|survface|scface|tinyface|folder --model M --data DIR --out DIR`` writes
+``results.json``, ``results.csv``, ``table.md``, ``accuracy_vs_resolution.png`` and
+``roc.png`` into ``--out``; ``lrfr eval compare RESULTS.json... --out table.md`` joins
+results into one table. See ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Evaluate a model: LFW, QMUL-SurvFace, SCface, TinyFace or a folder of identities.",
+    no_args_is_help=True,
+)
+
+INTERPOLATIONS = ("bicubic", "area", "bilinear", "lanczos", "nearest")
+FACE_MODES = ("lfw", "aligned", "landmarks")
+
+MODEL = typer.Option(..., "--model", "-m", help="model.onnx (+ .json beside it) or a checkpoint.")
+DATA = typer.Option(..., "--data", "-d", help="Dataset folder (see docs/evaluation.md).")
+OUT = typer.Option(..., "--out", "-o", help="Folder for the results files.")
+LIMIT = typer.Option(None, help="Evaluate a fixed subset: N pairs, or N probe identities.")
+DOWN = typer.Option("bicubic", help=f"Kernel for the reduction to r: {', '.join(INTERPOLATIONS)}.")
+UP = typer.Option("bicubic", help="Kernel for the enlargement back to 112.")
+BATCH = typer.Option(128, help="Images per forward pass.")
+WORKERS = typer.Option(2, help="Threads decoding images.")
+DEVICE = typer.Option("cpu", help="torch device for checkpoints (cpu, cuda).")
+THREADS = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores).")
+LANDMARKS = typer.Option(
+    None, help="5-point landmarks file (NAME x1 y1 ... x5 y5 per line): align by similarity."
+)
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+def _settings(resolutions: str, down: str, up: str, batch_size: int, workers: int,
+              progress: bool, cross: bool = False) -> Any:
+    from training.eval.runner import EvalSettings, parse_resolutions
+
+    for name, value in (("--down", down), ("--up", up)):
+        if value not in INTERPOLATIONS:
+            raise typer.BadParameter(f"{name} must be one of {', '.join(INTERPOLATIONS)}")
+    try:
+        parsed = parse_resolutions(resolutions)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--resolutions") from exc
+    return EvalSettings(
+        resolutions=parsed, cross_resolution=cross, down=down, up=up,  # type: ignore[arg-type]
+        batch_size=batch_size, workers=workers, progress=progress,
+    )
+
+
+def _face_loader(mode: str, landmarks: Path | None, root: Path) -> Any:
+    from training.faces import FaceLoader, load_landmarks
+
+    if landmarks is not None:
+        return FaceLoader("landmarks", load_landmarks(landmarks), root)
+    if mode not in FACE_MODES:
+        raise typer.BadParameter(f"--faces must be one of {', '.join(FACE_MODES)}")
+    return FaceLoader(mode)  # type: ignore[arg-type]
+
+
+def _run(
+    load_protocol: Callable[[], Any],
+    *,
+    model: Path,
+    data: Path,
+    out: Path,
+    settings: Any,
+    faces: Any,
+    limit: int | None,
+    device: str,
+    threads: int | None,
+) -> None:
+    from training.eval.datasets import DatasetLayoutError
+    from training.eval.embedding import load_model
+    from training.eval.report import markdown_table, write_report
+    from training.eval.runner import evaluate
+
+    try:
+        protocol = load_protocol()
+    except (DatasetLayoutError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    try:
+        embedder = load_model(model, device=device, threads=threads)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot load model {model}: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    run = evaluate(embedder, protocol, faces, settings, dataset=data, limit=limit)
+    paths = write_report(run, out)
+    typer.echo(markdown_table(run.results))
+    typer.echo(f"run time {run.results['timing_s']['total']:.1f} s; wrote "
+               + ", ".join(str(p) for p in paths.values()))
+
+
+@eval_app.command("lfw")
+def lfw(
+    model: Path = MODEL,
+    data: Path = DATA,
+    out: Path = OUT,
+    view: int = typer.Option(2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt."),
+    resolutions: str = typer.Option("112,56,28,14,7", help="Comma-separated sides r."),
+    cross_resolution: bool = typer.Option(
+        False, "--cross-resolution", help="Also score 112 px vs r px pairs."
+    ),
+    faces: str = typer.Option("lfw", help="lfw (fixed deep-funneled crop) or aligned."),
+    landmarks: Path | None = LANDMARKS,
+    limit: int | None = LIMIT,
+    down: str = DOWN,
+    up: str = UP,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int | None = THREADS,
+    progress: bool = PROGRESS,
+) -> None:
+    """LFW verification, View 2 (10-fold) or View 1, at several resolutions."""
+    from training.eval.datasets import lfw_image_folder, load_lfw
+
+    if view not in (1, 2):
+        raise typer.BadParameter("--view must be 1 or 2")
+    _run(
+        lambda: load_lfw(data, view),
+        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
+        settings=_settings(resolutions, down, up, batch_size, workers, progress,
+                           cross_resolution),
+        faces=_face_loader(faces, landmarks, lfw_image_folder(data)),
+    )
+
+
+@eval_app.command("survface")
+def survface(
+    model: Path = MODEL,
+    data: Path = DATA,
+    out: Path = OUT,
+    resolutions: str = typer.Option("native", help="native, or sides r to degrade to."),
+    faces: str = typer.Option("aligned", help="aligned (the released crops)."),
+    landmarks: Path | None = LANDMARKS,
+    limit: int | None = LIMIT,
+    down: str = DOWN,
+    up: str = UP,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int | None = THREADS,
+    progress: bool = PROGRESS,
+) -> None:
+    """QMUL-SurvFace verification: TAR@FAR 0.3/0.1/0.01/0.001, AUC, 10-fold accuracy."""
+    from training.eval.datasets import load_survface
+
+    _run(
+        lambda: load_survface(data),
+        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
+        settings=_settings(resolutions, down, up, batch_size, workers, progress),
+        faces=_face_loader(faces, landmarks, data),
+    )
+
+
+@eval_app.command("scface")
+def scface(
+    model: Path = MODEL,
+    data: Path = DATA,
+    out: Path = OUT,
+    resolutions: str = typer.Option("native", help="native, or sides r to degrade probes to."),
+    faces: str = typer.Option("aligned", help="aligned (face crops) or landmarks."),
+    landmarks: Path | None = LANDMARKS,
+    limit: int | None = LIMIT,
+    down: str = DOWN,
+    up: str = UP,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int | None = THREADS,
+    progress: bool = PROGRESS,
+) -> None:
+    """SCface identification: rank-1 per distance d1 (4.20 m), d2 (2.60 m), d3 (1.00 m)."""
+    from training.eval.datasets import load_scface
+
+    _run(
+        lambda: load_scface(data),
+        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
+        settings=_settings(resolutions, down, up, batch_size, workers, progress),
+        faces=_face_loader(faces, landmarks, data),
+    )
+
+
+@eval_app.command("tinyface")
+def tinyface(
+    model: Path = MODEL,
+    data: Path = DATA,
+    out: Path = OUT,
+    resolutions: str = typer.Option("native", help="native, or sides r to degrade probes to."),
+    faces: str = typer.Option("aligned", help="aligned (the released crops)."),
+    landmarks: Path | None = LANDMARKS,
+    limit: int | None = LIMIT,
+    down: str = DOWN,
+    up: str = UP,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int | None = THREADS,
+    progress: bool = PROGRESS,
+) -> None:
+    """TinyFace identification: CMC at ranks 1, 5, 20 with the distractor gallery."""
+    from training.eval.datasets import load_tinyface
+
+    _run(
+        lambda: load_tinyface(data),
+        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
+        settings=_settings(resolutions, down, up, batch_size, workers, progress),
+        faces=_face_loader(faces, landmarks, data),
+    )
+
+
+@eval_app.command("folder")
+def folder(
+    model: Path = MODEL,
+    data: Path = DATA,
+    out: Path = OUT,
+    gallery_per_person: int = typer.Option(1, "--gallery-per-person", "-k",
+                                           help="First k images per person form the gallery."),
+    resolutions: str = typer.Option("112,56,28,14,7", help="Sides r to degrade probes to."),
+    faces: str = typer.Option("aligned", help="aligned, lfw (deep-funneled crop) or landmarks."),
+    landmarks: Path | None = LANDMARKS,
+    limit: int | None = LIMIT,
+    down: str = DOWN,
+    up: str = UP,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int | None = THREADS,
+    progress: bool = PROGRESS,
+) -> None:
+    """Any folder of identities: rank-1/rank-5 and open-set FNIR at FPIR 1e-2."""
+    from training.eval.datasets import load_identity_folder
+
+    _run(
+        lambda: load_identity_folder(data, gallery_per_person),
+        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
+        settings=_settings(resolutions, down, up, batch_size, workers, progress),
+        faces=_face_loader(faces, landmarks, data),
+    )
+
+
+@eval_app.command("compare")
+def compare(
+    results: list[Path] = typer.Argument(..., help="results.json files, one column each."),
+    out: Path = typer.Option(..., "--out", "-o", help="Markdown file to write."),
+    labels: str | None = typer.Option(
+        None, help="Comma-separated column names (default: model name and version)."
+    ),
+) -> None:
+    """The deck's big table: one column per model, rows = dataset/resolution."""
+    from training.eval.report import compare_table
+
+    loaded = []
+    for path in results:
+        try:
+            loaded.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
+    names = [s.strip() for s in labels.split(",")] if labels else None
+    if names is not None and len(names) != len(loaded):
+        message = f"{len(names)} labels for {len(loaded)} results"
+        raise typer.BadParameter(message, param_hint="--labels")
+    table = compare_table(loaded, names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table, encoding="utf-8")
+    typer.echo(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
