@@ -13,7 +13,9 @@ import logging
 import typer
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "lrfr.commands.eval",
     "lrfr.commands.quality",
+    "lrfr.commands.serve",
 )
 
 app = typer.Typer(

@@ -1,0 +1,1 @@
+"""HTTP routers, one module per resource; routes are thin and call service objects."""

@@ -1,0 +1,126 @@
+"""Galleries, their subjects, and the subjects' faces."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import AdminRole, ClientRole, RecognitionDep, SettingsDep, read_upload
+from service.schemas import (
+    EnrollResponse,
+    GalleryCreate,
+    GalleryOut,
+    ReembedResponse,
+    SubjectCreate,
+    SubjectDetail,
+    SubjectOut,
+)
+
+router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
+
+
+@router.post("", response_model=GalleryOut, status_code=status.HTTP_201_CREATED)
+async def create_gallery(_: AdminRole, service: RecognitionDep, body: GalleryCreate) -> GalleryOut:
+    """Creates a gallery tied to the served model version."""
+    return await run_in_threadpool(lambda: service.galleries.create_gallery(name=body.name))
+
+
+@router.get("", response_model=list[GalleryOut])
+async def list_galleries(_: ClientRole, service: RecognitionDep) -> list[GalleryOut]:
+    return await run_in_threadpool(service.galleries.list_galleries)
+
+
+@router.get("/{gallery}", response_model=GalleryOut)
+async def get_gallery(_: ClientRole, service: RecognitionDep, gallery: str) -> GalleryOut:
+    return await run_in_threadpool(lambda: service.galleries.get_gallery(name=gallery))
+
+
+@router.delete("/{gallery}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_gallery(_: AdminRole, service: RecognitionDep, gallery: str) -> Response:
+    """Deletes the gallery, its subjects, faces and vectors."""
+    await run_in_threadpool(lambda: service.galleries.delete_gallery(name=gallery))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{gallery}/reembed", response_model=ReembedResponse)
+async def reembed_gallery(_: AdminRole, service: RecognitionDep, gallery: str) -> ReembedResponse:
+    """Re-embeds the gallery's stored faces with the served model and moves it to it."""
+    return await service.reembed(gallery=gallery)
+
+
+@router.post("/{gallery}/subjects", response_model=SubjectOut, status_code=status.HTTP_201_CREATED)
+async def create_subject(
+    _: AdminRole, service: RecognitionDep, gallery: str, body: SubjectCreate
+) -> SubjectOut:
+    return await run_in_threadpool(
+        lambda: service.galleries.create_subject(
+            gallery=gallery, external_id=body.id, name=body.name, attributes=body.metadata
+        )
+    )
+
+
+@router.get("/{gallery}/subjects", response_model=list[SubjectOut])
+async def list_subjects(
+    _: ClientRole,
+    service: RecognitionDep,
+    gallery: str,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[SubjectOut]:
+    return await run_in_threadpool(
+        lambda: service.galleries.list_subjects(gallery=gallery, offset=offset, limit=limit)
+    )
+
+
+@router.get("/{gallery}/subjects/{subject}", response_model=SubjectDetail)
+async def get_subject(
+    _: ClientRole, service: RecognitionDep, gallery: str, subject: str
+) -> SubjectDetail:
+    return await run_in_threadpool(
+        lambda: service.galleries.get_subject(gallery=gallery, subject=subject)
+    )
+
+
+@router.delete("/{gallery}/subjects/{subject}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_subject(
+    _: AdminRole, service: RecognitionDep, gallery: str, subject: str
+) -> Response:
+    """Deletes the subject, its faces and their vectors."""
+    await run_in_threadpool(
+        lambda: service.galleries.delete_subject(gallery=gallery, subject=subject)
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{gallery}/subjects/{subject}/faces",
+    response_model=EnrollResponse,
+    status_code=status.HTTP_201_CREATED,
+)
+async def enroll_faces(
+    _: AdminRole,
+    service: RecognitionDep,
+    settings: SettingsDep,
+    gallery: str,
+    subject: str,
+    images: Annotated[list[UploadFile], File(description="One or more face images.")],
+) -> EnrollResponse:
+    """Enrolls one or many faces; those under the quality floor are refused with a reason."""
+    uploads = [
+        await read_upload(image, field=f"images[{position}]", settings=settings)
+        for position, image in enumerate(images)
+    ]
+    return await service.enroll(uploads, gallery=gallery, subject=subject)
+
+
+@router.delete("/{gallery}/subjects/{subject}/faces/{face}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_face(
+    _: AdminRole, service: RecognitionDep, gallery: str, subject: str, face: int
+) -> Response:
+    """Deletes one face and its vector."""
+    await run_in_threadpool(
+        lambda: service.galleries.delete_face(gallery=gallery, subject=subject, face_id=face)
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,58 @@
+"""Quality, verification (1:1) and identification (1:N)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.api.deps import ClientRole, RecognitionDep, SettingsDep, read_upload
+from service.schemas import IdentifyResponse, QualityResponse, VerifyResponse
+
+router = APIRouter(prefix="/v1", tags=["recognition"])
+
+Threshold = Annotated[
+    float | None,
+    Form(ge=-1.0, le=1.0, description="Cosine threshold; default: the model's FAR 1e-3."),
+]
+
+
+@router.post("/quality", response_model=QualityResponse)
+async def quality(
+    _: ClientRole,
+    service: RecognitionDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="A face image.")],
+) -> QualityResponse:
+    """Laplacian quality of the image as the network sees it, and its uploaded size."""
+    return await service.quality(await read_upload(image, field="image", settings=settings))
+
+
+@router.post("/verify", response_model=VerifyResponse)
+async def verify(
+    _: ClientRole,
+    service: RecognitionDep,
+    settings: SettingsDep,
+    image1: Annotated[UploadFile, File()],
+    image2: Annotated[UploadFile, File()],
+    threshold: Threshold = None,
+) -> VerifyResponse:
+    """1:1: are the two faces the same person?"""
+    first = await read_upload(image1, field="image1", settings=settings)
+    second = await read_upload(image2, field="image2", settings=settings)
+    return await service.verify(first, second, threshold=threshold)
+
+
+@router.post("/identify", response_model=IdentifyResponse)
+async def identify(
+    _: ClientRole,
+    service: RecognitionDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File()],
+    gallery: Annotated[str, Form(min_length=1)],
+    top_k: Annotated[int, Form(ge=1)] = 5,
+    threshold: Threshold = None,
+) -> IdentifyResponse:
+    """1:N, open-set: the closest subjects, and "unknown" when the best is under threshold."""
+    upload = await read_upload(image, field="image", settings=settings)
+    return await service.identify(upload, gallery=gallery, top_k=top_k, threshold=threshold)

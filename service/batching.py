@@ -1,0 +1,141 @@
+"""Micro-batching of embedding requests.
+
+Requests that arrive together are embedded in one ONNX Runtime call: the first image
+waiting opens a short collection window (``window_s``), and the batch closes when the
+window ends or ``max_batch`` images are waiting. ONNX Runtime runs in a dedicated thread
+so the event loop keeps accepting requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class PixelEmbedder(Protocol):
+    """What the batcher needs of a model (``models.embedder.OnnxEmbedder`` fits)."""
+
+    def embed_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+_Item = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
+
+
+class BatchingEmbedder:
+    """Collects single images from concurrent requests into batches.
+
+    Args:
+        embedder: the model; ``embed_pixels`` takes RGB uint8 arrays at the input size.
+        window_s: how long the first waiting image waits for company.
+        max_batch: the most images in one model call.
+        on_batch: called with the size of every batch (metrics).
+    """
+
+    def __init__(
+        self,
+        embedder: PixelEmbedder,
+        *,
+        window_s: float,
+        max_batch: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._embedder = embedder
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Starts the batching task on the running event loop."""
+        if self.running:
+            return
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrfr-embed")
+        self._task = asyncio.create_task(self._run(), name="lrfr-embed-batcher")
+
+    async def stop(self) -> None:
+        """Stops the task; images still waiting fail with ``RuntimeError``."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._queue is not None:
+            while not self._queue.empty():
+                _, future = self._queue.get_nowait()
+                if not future.done():
+                    future.set_exception(RuntimeError("the embedder is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def embed(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised embeddings (N, D) of RGB uint8 arrays at the model input size."""
+        if self._queue is None or not self.running:
+            raise RuntimeError("the embedder is not running")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for image in pixels:
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.put_nowait((image, future))
+            futures.append(future)
+        vectors = await asyncio.gather(*futures)
+        return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+    async def _collect(self) -> list[_Item]:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self._window_s
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [item for item in await self._collect() if not item[1].done()]
+            if not batch:
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            try:
+                vectors = await loop.run_in_executor(
+                    self._executor, self._embedder.embed_pixels, [image for image, _ in batch]
+                )
+            except Exception as exc:  # the model failed: every waiting request learns why
+                logger.exception("embedding a batch of %d failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                if not future.done():
+                    future.set_result(vector)

@@ -1,0 +1,235 @@
+"""Database operations, keyword-only, on a caller-owned ``Session`` (no commits here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from service.db import Face, Gallery, Subject
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face to insert: its embedding and what the service measured on it."""
+
+    embedding: np.ndarray
+    laplacian: float
+    laplacian_var: float
+    width: int
+    height: int
+    image_png: bytes | None
+
+
+def get_gallery(session: Session, *, name: str, for_update: bool = False) -> Gallery | None:
+    statement = select(Gallery).where(Gallery.name == name)
+    if for_update:
+        statement = statement.with_for_update()
+    return session.scalars(statement).one_or_none()
+
+
+def list_galleries(session: Session) -> list[Gallery]:
+    return list(session.scalars(select(Gallery).order_by(Gallery.name)))
+
+
+def create_gallery(
+    session: Session, *, name: str, model_name: str, model_version: str, embedding_size: int
+) -> Gallery:
+    gallery = Gallery(
+        name=name,
+        model_name=model_name,
+        model_version=model_version,
+        embedding_size=embedding_size,
+        revision=0,
+    )
+    session.add(gallery)
+    session.flush()
+    return gallery
+
+
+def delete_gallery(session: Session, *, gallery_id: int) -> None:
+    """Deletes a gallery with its subjects and faces (explicitly, whatever the FK mode)."""
+    session.execute(delete(Face).where(Face.gallery_id == gallery_id))
+    session.execute(delete(Subject).where(Subject.gallery_id == gallery_id))
+    session.execute(delete(Gallery).where(Gallery.id == gallery_id))
+
+
+def bump_revision(session: Session, *, gallery_id: int) -> int:
+    """Increments the gallery revision atomically; returns the new value."""
+    return int(
+        session.execute(
+            update(Gallery)
+            .where(Gallery.id == gallery_id)
+            .values(revision=Gallery.revision + 1)
+            .returning(Gallery.revision)
+        ).scalar_one()
+    )
+
+
+def count_faces(session: Session, *, gallery_id: int) -> int:
+    return int(
+        session.scalar(select(func.count(Face.id)).where(Face.gallery_id == gallery_id)) or 0
+    )
+
+
+def count_subjects(session: Session, *, gallery_id: int) -> int:
+    return int(
+        session.scalar(select(func.count(Subject.id)).where(Subject.gallery_id == gallery_id)) or 0
+    )
+
+
+def face_ids(session: Session, *, gallery_id: int) -> np.ndarray:
+    ids = session.scalars(select(Face.id).where(Face.gallery_id == gallery_id)).all()
+    return np.asarray(ids, dtype=np.int64)
+
+
+def iter_embeddings(
+    session: Session, *, gallery_id: int, chunk: int = 10_000
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 vectors) of a gallery's faces, ``chunk`` rows at a time."""
+    result = session.execute(
+        select(Face.id, Face.embedding)
+        .where(Face.gallery_id == gallery_id)
+        .order_by(Face.id)
+        .execution_options(yield_per=chunk)
+    )
+    for rows in result.partitions():
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+        yield ids, vectors
+
+
+def get_subject(session: Session, *, gallery_id: int, external_id: str) -> Subject | None:
+    return session.scalars(
+        select(Subject).where(Subject.gallery_id == gallery_id, Subject.external_id == external_id)
+    ).one_or_none()
+
+
+def list_subjects(
+    session: Session, *, gallery_id: int, offset: int = 0, limit: int = 100
+) -> list[Subject]:
+    return list(
+        session.scalars(
+            select(Subject)
+            .where(Subject.gallery_id == gallery_id)
+            .order_by(Subject.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    )
+
+
+def face_counts(session: Session, *, subject_ids: Sequence[int]) -> dict[int, int]:
+    if not subject_ids:
+        return {}
+    rows = session.execute(
+        select(Face.subject_id, func.count(Face.id))
+        .where(Face.subject_id.in_(subject_ids))
+        .group_by(Face.subject_id)
+    )
+    return {int(subject_id): int(count) for subject_id, count in rows}
+
+
+def create_subject(
+    session: Session,
+    *,
+    gallery_id: int,
+    external_id: str,
+    name: str | None,
+    attributes: dict[str, Any],
+) -> Subject:
+    subject = Subject(
+        gallery_id=gallery_id, external_id=external_id, name=name, attributes=attributes
+    )
+    session.add(subject)
+    session.flush()
+    return subject
+
+
+def delete_subject(session: Session, *, subject_id: int) -> np.ndarray:
+    """Deletes a subject and its faces; returns the ids of the faces removed."""
+    ids = session.scalars(select(Face.id).where(Face.subject_id == subject_id)).all()
+    session.execute(delete(Face).where(Face.subject_id == subject_id))
+    session.execute(delete(Subject).where(Subject.id == subject_id))
+    return np.asarray(ids, dtype=np.int64)
+
+
+def list_faces(session: Session, *, subject_id: int) -> list[Face]:
+    return list(
+        session.scalars(select(Face).where(Face.subject_id == subject_id).order_by(Face.id))
+    )
+
+
+def add_faces(
+    session: Session,
+    *,
+    gallery_id: int,
+    subject_id: int,
+    model_version: str,
+    faces: Sequence[NewFace],
+) -> list[Face]:
+    rows = [
+        Face(
+            gallery_id=gallery_id,
+            subject_id=subject_id,
+            model_version=model_version,
+            embedding=np.ascontiguousarray(face.embedding, dtype=np.float32).tobytes(),
+            laplacian=face.laplacian,
+            laplacian_var=face.laplacian_var,
+            width=face.width,
+            height=face.height,
+            image_png=face.image_png,
+        )
+        for face in faces
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def get_face(session: Session, *, subject_id: int, face_id: int) -> Face | None:
+    return session.scalars(
+        select(Face).where(Face.id == face_id, Face.subject_id == subject_id)
+    ).one_or_none()
+
+
+def delete_face(session: Session, *, face_id: int) -> None:
+    session.execute(delete(Face).where(Face.id == face_id))
+
+
+def subjects_of_faces(session: Session, *, face_ids: Sequence[int]) -> dict[int, str]:
+    """Maps face id -> subject external id, for the faces that still exist."""
+    if not len(face_ids):
+        return {}
+    rows = session.execute(
+        select(Face.id, Subject.external_id)
+        .join(Subject, Subject.id == Face.subject_id)
+        .where(Face.id.in_([int(i) for i in face_ids]))
+    )
+    return {int(face_id): external_id for face_id, external_id in rows}
+
+
+def faces_for_reembedding(session: Session, *, gallery_id: int) -> list[tuple[int, bytes | None]]:
+    return [
+        (int(face_id), image)
+        for face_id, image in session.execute(
+            select(Face.id, Face.image_png).where(Face.gallery_id == gallery_id).order_by(Face.id)
+        )
+    ]
+
+
+def set_embedding(
+    session: Session, *, face_id: int, embedding: np.ndarray, model_version: str
+) -> None:
+    session.execute(
+        update(Face)
+        .where(Face.id == face_id)
+        .values(
+            embedding=np.ascontiguousarray(embedding, dtype=np.float32).tobytes(),
+            model_version=model_version,
+        )
+    )

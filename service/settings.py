@@ -1,0 +1,117 @@
+"""Service settings, read from ``LRFR_*`` environment variables (pydantic-settings).
+
+Validators refuse unsafe or broken configurations at startup: no API key outside dev
+mode, a key both admin and client, a model path that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+#: Where a trained model is dropped to become the default (inside the ``models`` package).
+BUNDLED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "bundled" / "lrfr.onnx"
+
+KeyList = Annotated[list[str], NoDecode]
+
+
+def _split_keys(value: object) -> object:
+    if isinstance(value, str):
+        return [key.strip() for key in value.split(",") if key.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of the service; every field is the env variable ``LRFR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LRFR_", extra="ignore", frozen=True)
+
+    model_path: Path | None = Field(
+        default=None,
+        description="The .onnx artifact (its .json beside it). Default: the bundled model "
+        "models/bundled/lrfr.onnx when it exists; otherwise required.",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Index files and the SQLite db.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/lrfr.sqlite3."
+    )
+    admin_keys: KeyList = Field(default_factory=list, description="Keys that may enroll/delete.")
+    client_keys: KeyList = Field(default_factory=list, description="Keys that may read/verify.")
+    dev_mode: bool = Field(
+        default=False, description="Allow running without API keys (every caller is admin)."
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="Per image file.")
+    max_files_per_request: int = Field(default=64, gt=0)
+    max_image_pixels: int = Field(default=25_000_000, gt=0, description="Decompression cap.")
+    min_enroll_quality: float | None = Field(
+        default=None, ge=0, description="Refuse enrollment under this Laplacian q (off: unset)."
+    )
+    fallback_threshold: float = Field(
+        default=0.35, ge=-1, le=1, description="Used when the model has no FAR 1e-3 threshold."
+    )
+    max_top_k: int = Field(default=100, gt=0)
+    batch_window_ms: float = Field(default=2.0, ge=0, description="Micro-batch collection window.")
+    max_batch_size: int = Field(default=32, gt=0)
+    ort_threads: int | None = Field(default=None, gt=0)
+    execution_providers: KeyList = Field(
+        default_factory=list, description="ONNX Runtime providers; default CUDA if present, CPU."
+    )
+    index_flush_seconds: float = Field(default=5.0, gt=0, description="Index persist interval.")
+    auto_migrate: bool = Field(default=True, description="Run Alembic migrations at startup.")
+    store_face_images: bool = Field(
+        default=True, description="Keep each enrolled face (PNG) so galleries can be re-embedded."
+    )
+
+    @field_validator("admin_keys", "client_keys", "execution_providers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_keys(value)
+
+    @field_validator("admin_keys", "client_keys")
+    @classmethod
+    def _key_length(cls, keys: list[str]) -> list[str]:
+        short = [key for key in keys if len(key) < 16]
+        if short:
+            raise ValueError("API keys must be at least 16 characters long")
+        return keys
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.model_path is None:
+            if not BUNDLED_MODEL_PATH.is_file():
+                raise ValueError(
+                    "LRFR_MODEL_PATH is not set and there is no bundled model at "
+                    f"{BUNDLED_MODEL_PATH}; point LRFR_MODEL_PATH at an exported .onnx file"
+                )
+            object.__setattr__(self, "model_path", BUNDLED_MODEL_PATH)
+        if not self.admin_keys and not self.dev_mode:
+            raise ValueError(
+                "no LRFR_ADMIN_KEYS: the service refuses to start without an admin key "
+                "(set LRFR_DEV_MODE=1 to run without keys on a development machine)"
+            )
+        both = set(self.admin_keys) & set(self.client_keys)
+        if both:
+            raise ValueError("a key cannot be both an admin and a client key")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lrfr.sqlite3').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def auth_disabled(self) -> bool:
+        """Dev mode with no keys at all: every caller is treated as admin."""
+        return self.dev_mode and not self.admin_keys and not self.client_keys
