@@ -112,8 +112,14 @@ def test_a_fold_scored_with_its_own_threshold_would_differ() -> None:
     scores = np.where(labels, 0.8, 0.2)
     scores[folds == 1] = np.where(labels[folds == 1], 0.45, 0.55)
     result = kfold_accuracy(scores, labels, folds)
-    assert result.accuracies[1] == 0.5  # the threshold from fold 0 cannot separate fold 1
-    assert result.accuracies[0] == 1.0
+    # fold 0's threshold (0.5) gets every pair of fold 1 wrong ...
+    assert result.thresholds[1] == pytest.approx(0.5)
+    assert result.accuracies[1] == 0.0
+    # ... while a threshold picked on fold 1 itself would have scored at least 50 %
+    own = best_threshold(scores[folds == 1], labels[folds == 1])
+    assert np.mean((scores[folds == 1] >= own) == labels[folds == 1]) >= 0.5
+    # fold 1 alone cannot separate anything: accept-all, so fold 0 gets 50 %
+    assert result.accuracies[0] == 0.5
 
 
 def test_interleaved_folds_mix_both_classes() -> None:
