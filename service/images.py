@@ -80,7 +80,9 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
             f"{name}: not an image in a supported format ({_FORMAT_NAMES})"
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadTooLargeError(f"{name}: image has too many pixels") from exc
+        raise PayloadTooLargeError(
+            f"{name}: image has too many pixels (the limit is {max_pixels})"
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"{name}: cannot read the image header: {exc}") from exc
     with image:
@@ -93,8 +95,7 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
             raise InvalidImageError(f"{name}: image has no pixels ({width}x{height})")
         if width * height > max_pixels:
             raise PayloadTooLargeError(
-                f"{name}: {width}x{height} is {width * height} pixels, over the limit of "
-                f"{max_pixels}"
+                f"{name}: {width}x{height} is {width * height} pixels; the limit is {max_pixels}"
             )
         try:
             with warnings.catch_warnings():
@@ -105,7 +106,9 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
                 if rgb is image:  # closing the file below must not close the answer
                     rgb = image.copy()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise PayloadTooLargeError(f"{name}: image has too many pixels") from exc
+            raise PayloadTooLargeError(
+                f"{name}: image has too many pixels (the limit is {max_pixels})"
+            ) from exc
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise InvalidImageError(f"{name}: truncated or corrupt image: {exc}") from exc
     return DecodedImage(image=rgb, width=width, height=height, format=image.format)

@@ -1,0 +1,120 @@
+"""Fixtures of the service tests: the reference ONNX model, settings, a running app on
+SQLite and (when ``LRFR_TEST_POSTGRES_URL`` is set) PostgreSQL, and image helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from service.app import create_app
+from service.reference_model import build_reference_model
+from service.settings import Settings
+
+# The suite runs with --import-mode=importlib (no sys.path changes), so the helpers
+# module beside this file is made importable for the test modules here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from service_testkit import ADMIN_KEY, CLIENT_KEY
+
+POSTGRES_ENV = "LRFR_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The non-learned reference model (``service.reference_model``), built once."""
+    path = tmp_path_factory.mktemp("model") / "reference.onnx"
+    build_reference_model(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def orl_dir(shared_data_dir: Path) -> Path:
+    orl = shared_data_dir / "orl"
+    if not (orl / "s1" / "1.pgm").is_file():
+        pytest.skip(f"ORL faces not found at {orl}")
+    return orl
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("DROP TABLE IF EXISTS faces, subjects, galleries, alembic_version CASCADE")
+        )
+    engine.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: SQLite in the test's folder, or the CI PostgreSQL, reset."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'lrfr.sqlite3'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (start one with scripts/start-postgres.sh)")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lrfr.sqlite3'}"
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, model_path: Path, sqlite_url: str) -> SettingsFactory:
+    """Settings with keys, a data folder under ``tmp_path`` and the reference model."""
+
+    def factory(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "model_path": model_path,
+            "data_dir": tmp_path / "data",
+            "database_url": sqlite_url,
+            "admin_keys": [ADMIN_KEY],
+            "client_keys": [CLIENT_KEY],
+            "batch_window_ms": 1.0,
+            "index_flush_seconds": 3600.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def make_client(make_settings: SettingsFactory) -> Callable[..., object]:
+    """``with make_client(**settings) as client``: a started app; leaving it shuts down."""
+
+    @contextmanager
+    def factory(**overrides: object) -> Iterator[TestClient]:
+        app = create_app(make_settings(**overrides))
+        with TestClient(app) as client:
+            yield client
+
+    return factory
+
+
+@pytest.fixture
+def client(make_client: Callable[..., object]) -> Iterator[TestClient]:
+    """A started app on SQLite."""
+    with make_client() as started:  # type: ignore[attr-defined]
+        yield started
+
+
+@pytest.fixture
+def db_client(make_client: Callable[..., object], database_url: str) -> Iterator[TestClient]:
+    """A started app on each database backend."""
+    with make_client(database_url=database_url) as started:  # type: ignore[attr-defined]
+        yield started

@@ -1,0 +1,65 @@
+"""Helpers of the service tests (images, keys, API calls); imported by the test modules."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+CLIENT_KEY = "client-key-0123456789abcdef"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+CLIENT = {"X-API-Key": CLIENT_KEY}
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def face_png(seed: int = 0, size: tuple[int, int] = (48, 56)) -> bytes:
+    """A random but structured grey-ish picture (smooth blobs), PNG-encoded."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(7, 6, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    return encode(image)
+
+
+def orl_bytes(orl: Path, subject: int, image: int) -> bytes:
+    return (orl / f"s{subject}" / f"{image}.pgm").read_bytes()
+
+
+def create_gallery(client: TestClient, name: str = "g") -> None:
+    response = client.post("/v1/galleries", json={"name": name}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+
+
+def create_subject(client: TestClient, gallery: str, subject: str) -> None:
+    response = client.post(f"/v1/galleries/{gallery}/subjects", json={"id": subject}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+
+
+def enroll(client: TestClient, gallery: str, subject: str, *images: bytes) -> list[int]:
+    files = [
+        ("images", (f"{i}.png", data, "application/octet-stream")) for i, data in enumerate(images)
+    ]
+    response = client.post(
+        f"/v1/galleries/{gallery}/subjects/{subject}/faces", files=files, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    return [face["id"] for face in response.json()["faces"]]
+
+
+def identify(client: TestClient, gallery: str, image: bytes, **form: object) -> dict:
+    response = client.post(
+        "/v1/identify",
+        files={"image": ("probe.png", image)},
+        data={"gallery": gallery, **{k: str(v) for k, v in form.items()}},
+        headers=CLIENT,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -1,0 +1,87 @@
+"""FAISS gallery indexes and their files: round trip, corruption, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.index import GalleryIndex, IndexFileError, IndexStore, ids_digest
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _filled(n: int = 20) -> tuple[GalleryIndex, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = np.arange(100, 100 + n, dtype=np.int64)
+    vectors = _unit(rng, n)
+    index = GalleryIndex(8)
+    index.add(ids, vectors, revision=1)
+    return index, ids, vectors
+
+
+def test_search_returns_inner_product_and_ids() -> None:
+    index, ids, vectors = _filled()
+    sims, found = index.search(vectors[3], 3)
+    assert found[0] == ids[3]
+    assert sims[0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[0] >= sims[1] >= sims[2]
+
+
+def test_removed_ids_are_never_returned() -> None:
+    index, ids, vectors = _filled()
+    assert index.remove([ids[3], 999], revision=2) == 1
+    _, found = index.search(vectors[3], index.count)
+    assert ids[3] not in found
+    assert index.count == len(ids) - 1
+    assert index.revision == 2
+
+
+def test_round_trip_through_a_file(tmp_path: Path) -> None:
+    index, ids, vectors = _filled()
+    store = IndexStore(tmp_path)
+    store.save(7, "m@1", index)
+    loaded = store.load(7, "m@1")
+    assert loaded.revision == 1
+    assert loaded.state() == index.state()
+    assert loaded.state().ids_sha256 == ids_digest(ids[::-1])
+    np.testing.assert_array_equal(loaded.search(vectors[5], 1)[1], [ids[5]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "gallery-7.faiss"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_corruption_is_detected(tmp_path: Path, damage: str) -> None:
+    index, _, _ = _filled()
+    store = IndexStore(tmp_path)
+    path = store.save(1, "m@1", index)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-10] ^= 0xFF
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(b"not an index at all")
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError):
+        store.load(1, "m@1")
+
+
+def test_a_file_of_another_gallery_or_model_is_refused(tmp_path: Path) -> None:
+    index, _, _ = _filled()
+    store = IndexStore(tmp_path)
+    store.save(1, "m@1", index)
+    store.path(1).rename(store.path(2))
+    with pytest.raises(IndexFileError, match="belongs to gallery 1"):
+        store.load(2, "m@1")
+    store.path(2).rename(store.path(1))
+    with pytest.raises(IndexFileError, match="model m@1"):
+        store.load(1, "m@2")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        IndexStore(tmp_path).load(1, "m@1")
