@@ -1,0 +1,191 @@
+"""End to end: ``lrfr eval`` on a pixel-baseline ONNX model, the runner and embedders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from lrfr.cli import app
+from models.embedder import OnnxEmbedder
+from training.degrade import degrade
+from training.eval.datasets import load_identity_folder, load_lfw
+from training.eval.embedding import TorchModuleModel, load_model
+from training.eval.metrics import interleaved_folds, kfold_accuracy
+from training.eval.runner import EvalSettings, evaluate, parse_resolutions
+from training.faces import FaceLoader, crop_lfw_deepfunneled
+
+REPORT_FILES = ("results.json", "results.csv", "table.md", "accuracy_vs_resolution.png", "roc.png")
+
+
+def _invoke(*args: str) -> Result:
+    quiet = [] if args[0] == "compare" else ["--no-progress"]
+    result = CliRunner().invoke(app, ["eval", *args, *quiet])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_lfw_end_to_end_writes_correct_numbers(
+    pixel_model: Path, lfw_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "lfw"
+    _invoke("lfw", "--model", str(pixel_model), "--data", str(lfw_dir), "--out", str(out),
+            "--limit", "60", "--resolutions", "112,14", "--cross-resolution")
+    for name in REPORT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"] == "lfw-view2" and results["pairs"] == 60
+    assert results["model"]["name"] == "pixel-baseline-8x8"
+    assert set(results["resolutions"]) == {"112", "14"}
+    assert set(results["cross_resolution"]) == {"14"}
+    for summary in results["resolutions"].values():
+        assert set(summary["tar_at_far"]) == {"0.01", "0.001"}
+        assert summary["tar_at_far"]["0.001"] is None  # 30 negatives cannot measure 1e-3
+    # every distinct image embedded once per resolution (cross re-uses both)
+    assert results["images_embedded"] == 2 * results["images"]
+
+    # recompute the 14 px numbers independently of the runner
+    protocol = load_lfw(lfw_dir, 2).subset(60)
+    embedder = OnnxEmbedder(pixel_model)
+    crops = []
+    for path in protocol.images:
+        with Image.open(path) as image:
+            crops.append(crop_lfw_deepfunneled(image))
+    full = embedder.embed_pixels(np.stack(crops))
+    low = embedder.embed_pixels(np.stack([degrade(c, 14) for c in crops]))
+    scores = np.sum(low[protocol.left] * low[protocol.right], axis=1)
+    folded = kfold_accuracy(scores, protocol.labels, protocol.folds)
+    assert results["resolutions"]["14"]["accuracy"] == pytest.approx(folded.mean)
+    assert results["resolutions"]["14"]["std"] == pytest.approx(folded.std)
+    cross = np.sum(full[protocol.left] * low[protocol.right], axis=1)
+    assert results["cross_resolution"]["14"]["accuracy"] == pytest.approx(
+        kfold_accuracy(cross, protocol.labels, protocol.folds).mean
+    )
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["setting"], r["resolution"]) for r in rows] == [
+        ("downsampled", "112"), ("downsampled", "14"), ("cross_resolution", "14")
+    ]
+    table = (out / "table.md").read_text()
+    assert "| 14 px |" in table and "Cross-resolution" in table
+
+
+def test_scface_tinyface_survface_folder_cli(
+    pixel_model: Path, tmp_path: Path, identity_image, layouts
+) -> None:
+    model = str(pixel_model)
+    scface = layouts.scface(tmp_path / "scface_data", identity_image)
+    _invoke("scface", "--model", model, "--data", str(scface), "--out", str(tmp_path / "sc"))
+    results = json.loads((tmp_path / "sc" / "results.json").read_text())
+    native = results["resolutions"]["native"]
+    assert {native["rank1_d1"], native["rank1_d2"], native["rank1_d3"]} == {1.0}
+    assert "d1 (4.20 m)" in (tmp_path / "sc" / "table.md").read_text()
+
+    tiny = layouts.tinyface(tmp_path / "tiny_data", identity_image, with_mat=True)
+    _invoke("tinyface", "--model", model, "--data", str(tiny), "--out", str(tmp_path / "tf"))
+    results = json.loads((tmp_path / "tf" / "results.json").read_text())
+    assert results["resolutions"]["native"]["rank1"] == 1.0
+    assert results["resolutions"]["native"]["rank20"] == 1.0
+    assert results["probes"] == 10 and results["gallery"] == 22
+
+    surv = layouts.survface(tmp_path / "surv_data", identity_image, people=12)
+    _invoke("survface", "--model", model, "--data", str(surv), "--out", str(tmp_path / "sv"))
+    results = json.loads((tmp_path / "sv" / "results.json").read_text())
+    native = results["resolutions"]["native"]
+    assert results["pairs"] == 24 and native["accuracy"] == 1.0 and native["auc"] == 1.0
+    assert native["tar_at_far"]["0.3"] == 1.0 and native["tar_at_far"]["0.01"] is None
+
+    folder = layouts.identity_folder(tmp_path / "folder_data", identity_image)
+    _invoke("folder", "--model", model, "--data", str(folder), "--out", str(tmp_path / "fo"),
+            "-k", "1", "--resolutions", "112,7")
+    results = json.loads((tmp_path / "fo" / "results.json").read_text())
+    assert results["resolutions"]["112"]["rank1"] == 1.0
+    assert results["resolutions"]["112"]["fnir_at_fpir"]["0.01"] is None  # 9 searches: too few
+    for name in REPORT_FILES:
+        assert (tmp_path / "fo" / name).is_file()
+
+    table_path = tmp_path / "compare.md"
+    result = _invoke("compare", str(tmp_path / "sc" / "results.json"),
+                     str(tmp_path / "fo" / "results.json"), "--out", str(table_path),
+                     "--labels", "A,B")
+    table = table_path.read_text()
+    assert table.splitlines()[0] == "| Dataset / resolution (%) | A | B |"
+    assert "| SCface d1 rank-1 | 100.00 |  |" in table
+    assert "Folder folder_data 112 px rank-1" in result.output
+
+
+def test_cli_reports_bad_inputs(pixel_model: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "survface", "--model", str(pixel_model), "--data",
+                                 str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "positive_pairs_names.mat" in result.output
+    result = runner.invoke(app, ["eval", "folder", "--model", str(pixel_model), "--data",
+                                 str(tmp_path), "--out", str(tmp_path / "o"), "--down", "cubic"])
+    assert result.exit_code != 0
+
+
+def test_parse_resolutions() -> None:
+    assert parse_resolutions("112, 56,28") == (112, 56, 28)
+    assert parse_resolutions("native,14,14") == (None, 14)
+    with pytest.raises(ValueError, match="neither"):
+        parse_resolutions("112,big")
+
+
+def test_runner_degrades_probes_only_and_caches(
+    pixel_model: Path, tmp_path: Path, identity_image, layouts
+) -> None:
+    folder = layouts.identity_folder(tmp_path / "people", identity_image)
+    protocol = load_identity_folder(folder, 1)
+    model = load_model(pixel_model)
+    settings = EvalSettings(resolutions=(112, 28, 7, 28), progress=False)
+    run = evaluate(model, protocol, FaceLoader("aligned"), settings)
+    # gallery embedded once at full quality, probes once per effective resolution
+    n_gallery, n_probes = len(protocol.gallery), len(protocol.probes)
+    assert run.results["images_embedded"] == n_gallery + 3 * n_probes
+    assert run.results["settings"]["resolutions"] == ["112", "28", "7", "28"]
+
+
+def test_torch_module_model_matches_numpy_normalisation() -> None:
+    torch = pytest.importorskip("torch")
+
+    class Thumbnail(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(x, 14).flatten(1)
+
+    model = TorchModuleModel(Thumbnail(), name="thumb")
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    embeddings = model.embed_pixels(pixels)
+    expected = ((pixels.astype(np.float32) - 127.5) / 127.5).reshape(3, 8, 14, 8, 14, 3)
+    expected = expected.mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(3, -1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+    assert model.describe()["name"] == "thumb"
+
+
+def test_checkpoint_model_evaluates_like_its_backbone(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    backbones = pytest.importorskip("models.backbones")
+    torch.manual_seed(0)
+    backbone = backbones.create_backbone("ir-tiny", embedding_size=32).eval()
+    path = tmp_path / "step_10.pt"
+    torch.save({"backbone_name": "ir-tiny", "backbone_kwargs": {"embedding_size": 32},
+                "backbone_state": backbone.state_dict(), "head_name": "arcface", "step": 10},
+               path)
+    model = load_model(path)
+    info = model.describe()
+    assert info["format"] == "torch-checkpoint" and info["backbone"] == "ir-tiny"
+    assert info["step"] == 10 and info["head"] == "arcface"
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    got = model.embed_pixels(pixels)
+    expected = TorchModuleModel(backbone).embed_pixels(pixels)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_interleaved_view1_folds_are_used_for_lfw_view1(lfw_dir: Path) -> None:
+    protocol = load_lfw(lfw_dir, 1)
+    np.testing.assert_array_equal(protocol.folds, interleaved_folds(protocol.labels, 10))
