@@ -1,0 +1,226 @@
+"""Galleries, subjects and faces over HTTP, on SQLite and PostgreSQL: CRUD, conflicts,
+real deletion, concurrent enrollments."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from service_testkit import (
+    ADMIN,
+    CLIENT,
+    create_gallery,
+    create_subject,
+    encode,
+    enroll,
+    face_png,
+    identify,
+)
+
+
+def test_gallery_lifecycle(db_client: TestClient) -> None:
+    client = db_client
+    response = client.post("/v1/galleries", json={"name": "staff"}, headers=ADMIN)
+    assert response.status_code == 201
+    assert response.json()["model"]["version"] == "reference-1"
+    assert client.post("/v1/galleries", json={"name": "staff"}, headers=ADMIN).status_code == 409
+    listed = client.get("/v1/galleries", headers=CLIENT).json()
+    assert [g["name"] for g in listed] == ["staff"]
+    assert listed[0]["compatible"] is True
+    assert client.get("/v1/galleries/staff", headers=CLIENT).json()["faces"] == 0
+    assert client.delete("/v1/galleries/staff", headers=ADMIN).status_code == 204
+    assert client.get("/v1/galleries/staff", headers=CLIENT).status_code == 404
+    assert client.delete("/v1/galleries/staff", headers=ADMIN).status_code == 404
+
+
+def test_subject_lifecycle(db_client: TestClient) -> None:
+    client = db_client
+    create_gallery(client, "g")
+    body = {"id": "alice", "name": "Alice A.", "metadata": {"team": "blue", "level": 3}}
+    response = client.post("/v1/galleries/g/subjects", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    assert response.json()["metadata"] == {"team": "blue", "level": 3}
+    duplicate = client.post("/v1/galleries/g/subjects", json={"id": "alice"}, headers=ADMIN)
+    assert duplicate.status_code == 409
+    create_subject(client, "g", "bob")
+    listed = client.get("/v1/galleries/g/subjects", headers=CLIENT).json()
+    assert [s["id"] for s in listed] == ["alice", "bob"]
+    page = client.get("/v1/galleries/g/subjects?offset=1&limit=1", headers=CLIENT).json()
+    assert [s["id"] for s in page] == ["bob"]
+    face_ids = enroll(client, "g", "alice", face_png(1), face_png(2))
+    detail = client.get("/v1/galleries/g/subjects/alice", headers=CLIENT).json()
+    assert detail["name"] == "Alice A."
+    assert detail["face_count"] == 2
+    assert [f["id"] for f in detail["faces"]] == face_ids
+    assert client.get("/v1/galleries/g/subjects/zed", headers=CLIENT).status_code == 404
+    assert client.get("/v1/galleries/x/subjects", headers=CLIENT).status_code == 404
+    assert client.delete("/v1/galleries/g/subjects/alice", headers=ADMIN).status_code == 204
+    assert client.get("/v1/galleries/g/subjects/alice", headers=CLIENT).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"id": ""}, {"id": "has space"}, {"id": "a/b"}, {"id": "x", "unknown": 1}],
+)
+def test_invalid_subject_bodies_are_422(client: TestClient, body: dict) -> None:
+    create_gallery(client, "g")
+    assert client.post("/v1/galleries/g/subjects", json=body, headers=ADMIN).status_code == 422
+
+
+@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "a b"}, {"name": "-x"}])
+def test_invalid_gallery_bodies_are_422(client: TestClient, body: dict) -> None:
+    assert client.post("/v1/galleries", json=body, headers=ADMIN).status_code == 422
+
+
+def test_subject_in_unknown_gallery_is_404(client: TestClient) -> None:
+    response = client.post("/v1/galleries/none/subjects", json={"id": "a"}, headers=ADMIN)
+    assert response.status_code == 404
+
+
+def test_enrollment_answers_face_ids_with_quality(db_client: TestClient) -> None:
+    create_gallery(db_client, "g")
+    create_subject(db_client, "g", "a")
+    files = [("images", (f"{i}.png", face_png(i), "image/png")) for i in range(3)]
+    response = db_client.post("/v1/galleries/g/subjects/a/faces", files=files, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["subject"] == "a" and body["refused"] == []
+    assert len({face["id"] for face in body["faces"]}) == 3
+    assert all(face["quality"]["laplacian"] > 0 for face in body["faces"])
+    assert body["faces"][0]["quality"]["width"] == 48
+
+
+def test_enrollment_errors(client: TestClient) -> None:
+    create_gallery(client, "g")
+    create_subject(client, "g", "a")
+    url = "/v1/galleries/g/subjects/a/faces"
+    assert client.post(url, headers=ADMIN).status_code == 422  # no images field
+    missing = client.post(
+        "/v1/galleries/g/subjects/zz/faces",
+        files=[("images", ("a.png", face_png(0)))],
+        headers=ADMIN,
+    )
+    assert missing.status_code == 404
+    # one bad file fails the whole request and names the file; nothing is stored
+    files = [("images", ("ok.png", face_png(0))), ("images", ("bad.png", b"junk"))]
+    response = client.post(url, files=files, headers=ADMIN)
+    assert response.status_code == 415
+    assert "images[1]" in response.json()["detail"]
+    assert client.get("/v1/galleries/g/subjects/a", headers=CLIENT).json()["face_count"] == 0
+
+
+def test_quality_floor_refuses_blurry_faces_with_a_reason(make_client) -> None:
+    sharp = face_png(0, size=(112, 112))
+    with make_client(min_enroll_quality=1.0) as client:
+        create_gallery(client, "g")
+        create_subject(client, "g", "a")
+        flat = encode(Image.new("RGB", (3, 3), (90, 90, 90)))  # q = 0
+        quality = client.post(
+            "/v1/quality", files={"image": ("f.png", flat)}, headers=CLIENT
+        ).json()["quality"]["laplacian"]
+        assert quality < 1.0
+        files = [("images", ("sharp.png", sharp)), ("images", ("flat.png", flat))]
+        response = client.post("/v1/galleries/g/subjects/a/faces", files=files, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert len(body["faces"]) == 1
+        (refused,) = body["refused"]
+        assert refused["index"] == 1 and refused["filename"] == "flat.png"
+        assert "LRFR_MIN_ENROLL_QUALITY" in refused["reason"]
+        only_flat = client.post(
+            "/v1/galleries/g/subjects/a/faces", files=[("images", ("f.png", flat))], headers=ADMIN
+        )
+        assert only_flat.status_code == 422
+        assert only_flat.json()["detail"]["refused"][0]["filename"] == "f.png"
+
+
+def test_deleting_faces_subjects_and_galleries_removes_their_vectors(db_client: TestClient) -> None:
+    client = db_client
+    create_gallery(client, "g")
+    for subject, seed in (("a", 10), ("b", 20), ("c", 30)):
+        create_subject(client, "g", subject)
+        enroll(client, "g", subject, face_png(seed), face_png(seed + 1))
+    probe = face_png(10)
+    first = identify(client, "g", probe, top_k=10)
+    assert first["matches"][0]["subject"] == "a"
+    assert first["matches"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert {m["subject"] for m in first["matches"]} == {"a", "b", "c"}
+
+    face = first["matches"][0]["face"]
+    assert (
+        client.delete(f"/v1/galleries/g/subjects/a/faces/{face}", headers=ADMIN).status_code == 204
+    )
+    assert (
+        client.delete(f"/v1/galleries/g/subjects/a/faces/{face}", headers=ADMIN).status_code == 404
+    )
+    after_face = identify(client, "g", probe, top_k=10)
+    assert face not in [m["face"] for m in after_face["matches"]]
+    assert after_face["matches"][0]["similarity"] < 1.0 - 1e-4
+
+    assert client.delete("/v1/galleries/g/subjects/a", headers=ADMIN).status_code == 204
+    after_subject = identify(client, "g", probe, top_k=10)
+    assert {m["subject"] for m in after_subject["matches"]} == {"b", "c"}
+    assert client.get("/v1/galleries/g", headers=CLIENT).json()["faces"] == 4
+
+    assert client.delete("/v1/galleries/g", headers=ADMIN).status_code == 204
+    gone = client.post(
+        "/v1/identify", files={"image": ("p.png", probe)}, data={"gallery": "g"}, headers=CLIENT
+    )
+    assert gone.status_code == 404
+    # a new gallery of the same name starts empty
+    create_gallery(client, "g")
+    assert identify(client, "g", probe)["matches"] == []
+    assert identify(client, "g", probe)["decision"] == "unknown"
+
+
+def test_face_of_another_subject_cannot_be_deleted_through_this_one(client: TestClient) -> None:
+    create_gallery(client, "g")
+    create_subject(client, "g", "a")
+    create_subject(client, "g", "b")
+    (face,) = enroll(client, "g", "a", face_png(1))
+    assert (
+        client.delete(f"/v1/galleries/g/subjects/b/faces/{face}", headers=ADMIN).status_code == 404
+    )
+    assert client.get("/v1/galleries/g", headers=CLIENT).json()["faces"] == 1
+
+
+def test_identify_returns_each_subject_once_best_first(client: TestClient) -> None:
+    create_gallery(client, "g")
+    for subject in range(6):
+        create_subject(client, "g", f"s{subject}")
+        enroll(client, "g", f"s{subject}", *(face_png(100 * subject + k) for k in range(4)))
+    result = identify(client, "g", face_png(203), top_k=4)
+    subjects = [m["subject"] for m in result["matches"]]
+    assert subjects[0] == "s2"
+    assert len(subjects) == len(set(subjects)) == 4
+    sims = [m["similarity"] for m in result["matches"]]
+    assert sims == sorted(sims, reverse=True)
+    assert result["decision"] == "match"
+    unknown = identify(client, "g", face_png(999), threshold=0.999)
+    assert unknown["decision"] == "unknown" and unknown["threshold"] == 0.999
+
+
+def test_concurrent_enrollments_lose_nothing(db_client: TestClient) -> None:
+    client = db_client
+    create_gallery(client, "g")
+    subjects = [f"s{i}" for i in range(8)]
+    for subject in subjects:
+        create_subject(client, "g", subject)
+
+    def work(position: int) -> list[int]:
+        subject = subjects[position % len(subjects)]
+        return enroll(client, "g", subject, face_png(1000 + position), face_png(2000 + position))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = [face for result in pool.map(work, range(24)) for face in result]
+    assert len(ids) == len(set(ids)) == 48
+    assert client.get("/v1/galleries/g", headers=CLIENT).json()["faces"] == 48
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    # every enrolled face is findable as its own best match
+    for position in (0, 7, 23):
+        best = identify(client, "g", face_png(1000 + position))["matches"][0]
+        assert best["subject"] == subjects[position % len(subjects)]
+        assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
