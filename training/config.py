@@ -1,0 +1,551 @@
+"""Typed training configuration: dataclasses loaded from YAML, unknown keys rejected.
+
+A config file is a mapping whose sections mirror :class:`TrainConfig`. A file may name
+another file under the top-level key ``base`` (a path relative to itself); the base is
+loaded first (recursively) and the file's mapping is merged over it section by section,
+so an experiment file only says what differs from the recipe::
+
+    base: casia_base.yaml
+    head:
+      name: approach2
+
+Every key is checked against the dataclass fields (a typo is an error that names the
+valid keys) and every value against its type hint. Loading has no side effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file is malformed, names an unknown key or has a wrongly typed value."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Where the training faces come from and how they are decoded and augmented.
+
+    Attributes:
+        kind: ``folder`` (one folder per identity, CASIA-WebFace layout), ``recordio``
+            (insightface ``train.rec`` + ``train.idx``) or ``lfw_people`` (an LFW people
+            list such as ``peopleDevTrain.txt``).
+        root: the dataset folder (for ``recordio``: the folder holding ``train.rec``
+            and ``train.idx``, or the ``.rec`` file itself; for ``lfw_people``: the LFW
+            folder with ``images/`` and the people files).
+        people_file: for ``lfw_people``: the people list, relative to ``root``.
+        people_folds: for ``lfw_people`` with a multi-fold list (``people.txt``): the
+            folds to train on (``None``: all).
+        face_mode: how a file becomes a 112 crop (``training.faces``): ``aligned``
+            (already aligned, resized if needed) or ``lfw`` (fixed deep-funneled box).
+            ``None`` picks ``lfw`` for ``lfw_people`` and ``aligned`` otherwise.
+        min_images: identities with fewer images are dropped (``lfw_people``/``folder``).
+        num_workers: decoding worker processes (0: decode in the training process).
+        prefetch_factor: batches each worker prepares ahead.
+        flip: horizontal flip with probability 0.5.
+        crop_scale: random-resized-crop area range, e.g. ``[0.8, 1.0]`` (``None``: off).
+        colour_jitter: brightness/contrast/saturation jitter strength (0: off).
+        limit_classes: keep only the first N identities (smoke runs).
+    """
+
+    kind: Literal["folder", "recordio", "lfw_people"] = "folder"
+    root: str = ""
+    people_file: str = "peopleDevTrain.txt"
+    people_folds: list[int] | None = None
+    face_mode: Literal["aligned", "lfw"] | None = None
+    min_images: int = 1
+    num_workers: int = 4
+    prefetch_factor: int = 4
+    flip: bool = True
+    crop_scale: list[float] | None = None
+    colour_jitter: float = 0.0
+    limit_classes: int | None = None
+
+
+@dataclass
+class CrossResConfig:
+    """Cross-Resolution Batch Training (METHODS §5).
+
+    Attributes:
+        fraction: p, the share of every batch that is degraded (exactly round(p * B)).
+        r_min: smallest side r (inclusive).
+        r_max: largest side r (exclusive); r is uniform over the integers in
+            [r_min, r_max).
+        sides: alternatively, a discrete set to draw r from (overrides r_min/r_max).
+        down: reduction kernel (antialiased), ``bicubic`` or ``area``.
+        up: enlargement kernel back to 112.
+    """
+
+    fraction: float = 0.5
+    r_min: int = 7
+    r_max: int = 112
+    sides: list[int] | None = None
+    down: Literal["bicubic", "area", "bilinear", "lanczos"] = "bicubic"
+    up: Literal["bicubic", "bilinear", "lanczos"] = "bicubic"
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (``models.backbones.create_backbone``).
+
+    Attributes:
+        backbone: registry name (ir18, ir34, ir50, ir100, ir-tiny).
+        embedding_size: D.
+        dropout: before the embedding FC.
+        input_size: side of the network input; crops are resized to it (bicubic).
+        kwargs: further builder options, e.g. ``{width_multiplier: 0.5}``.
+    """
+
+    backbone: str = "ir50"
+    embedding_size: int = 512
+    dropout: float = 0.0
+    input_size: int = 112
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    """The margin head (``models.heads.create_head``); ``params`` are checked by the head."""
+
+    name: str = "arcface"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum.
+
+    Attributes:
+        lr: peak learning rate (after warm-up).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay on convolution/linear weights and class centres.
+        nesterov: Nesterov momentum.
+        decay_norm_and_bias: also decay BatchNorm/PReLU parameters and biases (off:
+            the usual practice, they get no weight decay).
+        grad_clip: clip the global gradient norm to this value (``None``: off).
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    decay_norm_and_bias: bool = False
+    grad_clip: float | None = 5.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, evaluated per iteration.
+
+    Attributes:
+        epochs: training length.
+        warmup_epochs: linear warm-up from ``warmup_start`` x lr (may be fractional).
+        warmup_start: starting factor of the warm-up.
+        kind: ``step`` (multiply by ``gamma`` at each milestone epoch) or ``cosine``
+            (from lr to ``min_lr_factor`` x lr over the epochs after warm-up).
+        milestones: epochs at which ``step`` decays.
+        gamma: step decay factor.
+        min_lr_factor: the end of the cosine, as a factor of lr.
+    """
+
+    epochs: float = 18
+    warmup_epochs: float = 1.0
+    warmup_start: float = 0.01
+    kind: Literal["step", "cosine"] = "step"
+    milestones: list[float] = field(default_factory=lambda: [10.0, 14.0, 16.0])
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class EngineConfig:
+    """How the loop runs.
+
+    Attributes:
+        out_dir: run folder (checkpoints, TensorBoard events, config copy).
+        batch_size: images per process per step.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto`` (bf16 where the hardware has it: CUDA with bf16, or a CPU
+            with AVX512-BF16/AMX; else fp32), ``fp32``, ``bf16`` or ``fp16`` (CUDA, with
+            a gradient scaler).
+        channels_last: NHWC memory layout for the convolutions.
+        seed: seeds model init, data order, augmentation and degradation.
+        log_every: steps between TensorBoard scalar writes.
+        checkpoint_every: steps between checkpoints (0: only at epoch ends and the end).
+        keep_checkpoints: how many step checkpoints to keep besides ``last.pt``.
+        resume: ``auto`` continues from ``out_dir/last.pt`` when present; a path resumes
+            from that checkpoint; ``none`` starts fresh.
+        max_steps: stop after this many steps in total (``None``: the schedule's end).
+        max_minutes: stop (with a checkpoint) after this wall time of this invocation.
+        sync_batchnorm: SyncBatchNorm across processes under DDP.
+        compile: ``torch.compile`` the backbone.
+        progress: show a tqdm bar (rank 0 only).
+        tensorboard: write TensorBoard scalars (rank 0 only).
+    """
+
+    out_dir: str = "runs/train"
+    batch_size: int = 128
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    sync_batchnorm: bool = False
+    compile: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    """Periodic LFW verification through ``training.eval``.
+
+    Attributes:
+        lfw_dir: the LFW folder (``images/`` and the pair files); empty: no validation.
+        view: 1 (``pairsDevTest.txt``; for models trained on ``peopleDevTrain``, whose
+            identities it does not share) or 2 (``pairs.txt``, 10 folds).
+        resolutions: sides r at which both images of every pair are degraded
+            (112 = untouched).
+        every_steps: validate every N steps (0: only at epoch ends).
+        limit_pairs: validate on a balanced subset of this many pairs (``None``: all).
+        batch_size: images per forward during validation.
+    """
+
+    lfw_dir: str = ""
+    view: Literal[1, 2] = 1
+    resolutions: list[int] = field(default_factory=lambda: [112, 28, 14, 7])
+    every_steps: int = 0
+    limit_pairs: int | None = None
+    batch_size: int = 128
+
+
+@dataclass
+class OctupletConfig:
+    """Octuplet loss (Knoche et al. 2022, METHODS §6).
+
+    Attributes:
+        margin: the triplet margin.
+        distance: ``euclidean`` on L2-normalised embeddings, or ``cosine`` (1 - cos).
+        identities: P identities per batch.
+        images_per_identity: K >= 2 images per identity.
+        sides: r is drawn per sample from [r_min, r_max) (or from ``sides``).
+        r_min: smallest side.
+        r_max: largest side (exclusive).
+        same_side_per_batch: one r for the whole batch instead of one per sample.
+    """
+
+    margin: float = 0.25
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    identities: int = 16
+    images_per_identity: int = 4
+    sides: list[int] | None = None
+    r_min: int = 7
+    r_max: int = 32
+    same_side_per_batch: bool = False
+
+
+@dataclass
+class DeriveNetConfig:
+    """DeriveNet reconstruction (Singh et al., TPAMI 2022, METHODS §6).
+
+    Attributes:
+        scale: s of the Derived-Margin softmax.
+        alpha: α, the weight of the derived inter-class margin.
+        centre_momentum: EMA momentum of the reconstruction-space class centres.
+        recent_weight: λ of the ReCent loss.
+        decoder_hidden: hidden width of the decoder g.
+        pyramid: the multi-resolution pyramid sides (upsampled to the input size).
+        target: ``embedding`` (g maps the LR embedding to the HR embedding) or ``image``
+            (g reconstructs a ``image_side`` x ``image_side`` HR thumbnail).
+        image_side: side of the reconstructed HR thumbnail for ``target: image``.
+    """
+
+    scale: float = 32.0
+    alpha: float = 4.0
+    centre_momentum: float = 0.9
+    recent_weight: float = 1.0
+    decoder_hidden: int = 512
+    pyramid: list[int] = field(default_factory=lambda: [8, 16, 24, 32])
+    target: Literal["embedding", "image"] = "embedding"
+    image_side: int = 16
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning of a trained model for low resolution.
+
+    Attributes:
+        checkpoint: training checkpoint to start from (its backbone; the head is not used).
+        method: ``octuplet`` or ``derivenet``.
+        octuplet: parameters of ``octuplet``.
+        derivenet: parameters of ``derivenet``.
+    """
+
+    checkpoint: str = ""
+    method: Literal["octuplet", "derivenet"] = "octuplet"
+    octuplet: OctupletConfig = field(default_factory=OctupletConfig)
+    derivenet: DeriveNetConfig = field(default_factory=DeriveNetConfig)
+
+
+@dataclass
+class TrainConfig:
+    """One training (or fine-tuning) run; every section has the recipe's defaults."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    crossres: CrossResConfig = field(default_factory=CrossResConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    finetune: FinetuneConfig | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def validate(config: TrainConfig) -> None:
+    """Range checks that a type hint cannot express.
+
+    Raises:
+        ConfigError: a value is out of range; the message names the key.
+    """
+    checks: list[tuple[bool, str]] = [
+        (0.0 <= config.crossres.fraction <= 1.0, "crossres.fraction must be in [0, 1]"),
+        (1 <= config.crossres.r_min < config.crossres.r_max, "need 1 <= crossres.r_min < r_max"),
+        (
+            config.crossres.sides is None or all(s >= 1 for s in config.crossres.sides),
+            "crossres.sides must be positive",
+        ),
+        (config.engine.batch_size >= 1, "engine.batch_size must be positive"),
+        (config.optim.lr > 0, "optim.lr must be positive"),
+        (0 <= config.optim.momentum < 1, "optim.momentum must be in [0, 1)"),
+        (config.optim.weight_decay >= 0, "optim.weight_decay must be non-negative"),
+        (
+            config.optim.grad_clip is None or config.optim.grad_clip > 0,
+            "optim.grad_clip must be positive or null",
+        ),
+        (config.schedule.epochs > 0, "schedule.epochs must be positive"),
+        (config.schedule.warmup_epochs >= 0, "schedule.warmup_epochs must be non-negative"),
+        (0 < config.schedule.warmup_start <= 1, "schedule.warmup_start must be in (0, 1]"),
+        (config.data.num_workers >= 0, "data.num_workers must be non-negative"),
+        (0 <= config.data.colour_jitter < 1, "data.colour_jitter must be in [0, 1)"),
+        (
+            config.data.crop_scale is None
+            or (len(config.data.crop_scale) == 2 and 0 < config.data.crop_scale[0]
+                <= config.data.crop_scale[1] <= 1),
+            "data.crop_scale must be [low, high] with 0 < low <= high <= 1",
+        ),
+        (config.model.input_size >= 16, "model.input_size must be at least 16"),
+        (all(r >= 1 for r in config.validation.resolutions), "validation.resolutions >= 1"),
+    ]
+    if config.finetune is not None:
+        octuplet = config.finetune.octuplet
+        checks += [
+            (octuplet.images_per_identity >= 2, "finetune.octuplet.images_per_identity >= 2"),
+            (octuplet.identities >= 2, "finetune.octuplet.identities >= 2"),
+            (1 <= octuplet.r_min < octuplet.r_max, "need 1 <= finetune.octuplet.r_min < r_max"),
+            (
+                0 <= config.finetune.derivenet.centre_momentum < 1,
+                "finetune.derivenet.centre_momentum must be in [0, 1)",
+            ),
+            (len(config.finetune.derivenet.pyramid) >= 1, "finetune.derivenet.pyramid is empty"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Checks ``value`` against the type ``hint`` (and builds nested dataclasses)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{where}: null is not allowed (expected {_type_name(hint)})")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of "
+                          f"{_type_name(hint)}")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = get_args(hint) or (Any,)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        key_hint, value_hint = get_args(hint) or (Any, Any)
+        return {
+            _convert(k, key_hint, where): _convert(v, value_hint, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if value is None:
+        raise ConfigError(f"{where}: null is not allowed (expected {_type_name(hint)})")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(hint)}")  # pragma: no cover
+
+
+def _build(cls: type[T], raw: Any, where: str = "") -> T:
+    """Builds dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    label = where or cls.__name__
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{label}: expected a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{label}: unknown key(s) {unknown}; valid keys: {names}")
+    kwargs = {
+        key: _convert(value, hints[key], f"{where}.{key}" if where else key)
+        for key, value in raw.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{label}: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The merged mapping of a config file and its chain of ``base`` files."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = dict(raw)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file path")
+    return _merge(load_raw(path.parent / base, (*_seen, path)), raw)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a plain mapping (unknown keys rejected)."""
+    return _build(TrainConfig, raw)
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Loads a YAML config (following ``base``), merges ``overrides`` and validates it.
+
+    Args:
+        path: the experiment's YAML file.
+        overrides: a nested mapping merged last, e.g. from ``--set engine.batch_size=64``.
+
+    Raises:
+        ConfigError: the file is missing or malformed, a key is unknown or a value is
+            of the wrong type or range.
+    """
+    raw = load_raw(path)
+    if overrides:
+        raw = _merge(raw, overrides)
+    return config_from_dict(raw)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"engine.batch_size=64"`` -> ``{"engine": {"batch_size": 64}}`` (value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. engine.batch_size=64)")
+    parsed: Any = yaml.safe_load(value) if value.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        parsed = {part: parsed}
+    return parsed
+
+
+def merge_overrides(items: list[str]) -> dict[str, Any]:
+    """Merges several ``KEY=VALUE`` overrides into one nested mapping."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        merged = _merge(merged, parse_override(item))
+    return merged
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain data (for checkpoints and the run folder's ``config.yaml``)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,230 @@
+"""Batch samplers that plan every sample: which image, at which resolution, which seed.
+
+Cross-Resolution Batch Training (METHODS §5) is decided here, not in the workers: for
+each batch the sampler picks exactly ``round(p * B)`` samples to degrade and draws a
+side r for each, so the fraction holds in every batch (not only on average) and the
+flag and r travel with the sample to the head and the logs. The workers then degrade
+with ``training.degrade.degrade``, the same function evaluation uses.
+
+Everything is a pure function of ``(seed, epoch, rank, batch index)``: the order and the
+plan do not depend on the number of workers, and a resumed run skips to its batch
+without replaying the ones before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+
+class SampleKey(NamedTuple):
+    """What the dataset needs to produce one training sample.
+
+    Attributes:
+        index: the sample in the source.
+        side: the side r it is degraded to; 0 means untouched.
+        seed: seed of its augmentation.
+    """
+
+    index: int
+    side: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ResolutionPolicy:
+    """Which share of a batch is degraded and how r is drawn.
+
+    Attributes:
+        fraction: p; exactly ``floor(p * B + 0.5)`` samples of a batch of B are degraded.
+        r_min: smallest side (inclusive) of the uniform integer draw.
+        r_max: largest side (exclusive).
+        sides: a discrete set to draw r from instead (uniformly).
+        same_side_per_batch: one r for every degraded sample of a batch.
+    """
+
+    fraction: float = 0.5
+    r_min: int = 7
+    r_max: int = 112
+    sides: tuple[int, ...] | None = None
+    same_side_per_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
+        if self.sides is None and not 1 <= self.r_min < self.r_max:
+            raise ValueError(f"need 1 <= r_min < r_max, got {self.r_min}, {self.r_max}")
+        if self.sides is not None and (not self.sides or min(self.sides) < 1):
+            raise ValueError(f"sides must be a non-empty set of positive sides, got {self.sides}")
+
+    def degraded_count(self, batch: int) -> int:
+        return min(batch, math.floor(self.fraction * batch + 0.5))
+
+    def draw_sides(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        n = 1 if self.same_side_per_batch else count
+        if self.sides is not None:
+            drawn = rng.choice(np.asarray(self.sides, dtype=np.int64), size=n)
+        else:
+            drawn = rng.integers(self.r_min, self.r_max, size=n)
+        return np.broadcast_to(drawn, (count,)).astype(np.int64) if n == 1 else drawn
+
+    def plan(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """Sides (B,) for one batch: r for the degraded samples, 0 for the others."""
+        sides = np.zeros(batch, dtype=np.int64)
+        count = self.degraded_count(batch)
+        if count:
+            chosen = rng.choice(batch, size=count, replace=False)
+            sides[chosen] = self.draw_sides(rng, count)
+        return sides
+
+
+def _batch_rng(seed: int, epoch: int, rank: int, batch: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, rank, batch, 0x5EED])
+
+
+def _keys(indices: np.ndarray, sides: np.ndarray, rng: np.random.Generator) -> list[SampleKey]:
+    seeds = rng.integers(0, 2**62, size=len(indices))
+    return [
+        SampleKey(int(i), int(s), int(z)) for i, s, z in zip(indices, sides, seeds, strict=True)
+    ]
+
+
+class _EpochBatchSampler:
+    """Shared epoch/resume bookkeeping: ``set_epoch`` and ``start_batch``."""
+
+    def __init__(self, seed: int, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Selects the epoch (its order) and the first batch to yield (for resuming)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+
+class CrossResolutionBatchSampler(_EpochBatchSampler):
+    """Shuffled batches with a cross-resolution plan; sharded across DDP ranks.
+
+    Every epoch is a fresh permutation of all samples (the same on every rank); rank k
+    takes every ``world_size``-th sample, so ranks see disjoint data, and incomplete
+    batches are dropped so every rank runs the same number of steps.
+
+    Args:
+        num_samples: size of the dataset.
+        batch_size: samples per batch (per rank).
+        policy: the resolution plan.
+        seed: the run's seed.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        policy: ResolutionPolicy,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(seed, rank, world_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if num_samples // world_size < batch_size:
+            raise ValueError(
+                f"{num_samples} samples over {world_size} ranks cannot fill a batch of "
+                f"{batch_size}"
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.policy = policy
+
+    def __len__(self) -> int:
+        return (self.num_samples // self.world_size) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        mine = order[self.rank :: self.world_size]
+        for b in range(self.start_batch, len(self)):
+            indices = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
+            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+
+
+class IdentityBatchSampler(_EpochBatchSampler):
+    """P identities x K images per batch (for batch-hard metric losses).
+
+    Each epoch visits every identity with at least ``min_images`` images once (in a
+    fresh order, identities sharded across ranks); an identity with fewer than K images
+    is sampled with replacement. Samples are grouped by identity in the batch.
+
+    Args:
+        labels: identity of every sample.
+        identities: P.
+        images_per_identity: K.
+        policy: the resolution plan (``fraction=1`` degrades every sample).
+        min_images: identities with fewer images are skipped (2 for positives).
+        seed, rank, world_size: as :class:`CrossResolutionBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        identities: int,
+        images_per_identity: int,
+        policy: ResolutionPolicy,
+        *,
+        min_images: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(seed, rank, world_size)
+        if identities < 1 or images_per_identity < 1:
+            raise ValueError("identities and images_per_identity must be positive")
+        labels = np.asarray(labels, dtype=np.int64)
+        order = np.argsort(labels, kind="stable")
+        classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        self.members = {
+            int(c): order[s : s + n] for c, s, n in zip(classes, starts, counts, strict=True)
+        }
+        self.eligible = np.asarray([c for c, n in zip(classes, counts, strict=True)
+                                    if n >= min_images], dtype=np.int64)
+        self.identities = identities
+        self.images_per_identity = images_per_identity
+        self.policy = policy
+        if len(self) < 1:
+            raise ValueError(
+                f"{self.eligible.size} identities with >= {min_images} images over "
+                f"{world_size} ranks cannot fill a batch of {identities} identities"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.identities * self.images_per_identity
+
+    def __len__(self) -> int:
+        return (self.eligible.size // self.world_size) // self.identities
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.eligible)
+        mine = order[self.rank :: self.world_size]
+        k = self.images_per_identity
+        for b in range(self.start_batch, len(self)):
+            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
+            chosen = mine[b * self.identities : (b + 1) * self.identities]
+            indices = np.concatenate([
+                rng.choice(self.members[int(c)], size=k, replace=len(self.members[int(c)]) < k)
+                for c in chosen
+            ])
+            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)

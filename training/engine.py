@@ -1,0 +1,790 @@
+"""The training engine: one loop for training (margin heads) and fine-tuning.
+
+What it does, per the recipe (METHODS §5, §8):
+
+* SGD with momentum and weight decay (none on BatchNorm/PReLU parameters and biases),
+  a per-iteration schedule (linear warm-up, then step or cosine), gradient clipping;
+* mixed precision: bf16 autocast where the hardware has it (CUDA with bf16, CPUs with
+  AVX512-BF16/AMX), fp16 with a gradient scaler on request, else fp32; channels_last;
+* cross-resolution batches planned by the sampler (``training.data``); the Laplacian
+  quality q is computed here, on the batch exactly as the network sees it (0-255,
+  after degradation and resizing), and reaches the head with the ``degraded`` flags;
+* checkpoints (``docs/architecture.md`` keys plus the full training state: optimizer,
+  schedule, RNG states, data position), and a resume that continues the same run: the
+  data order and every sample's augmentation are functions of (seed, epoch, batch), so
+  the resumed run sees the batches the uninterrupted run would have seen;
+* DDP through ``torchrun`` (env://; NCCL on CUDA, gloo on CPU), set up when a run
+  starts, never at import. The margin head's class centres are **replicated** on every
+  rank (the head is part of the DDP module and its gradient is all-reduced), which
+  suits CASIA-WebFace's 10,575 classes; sharding them is not implemented;
+* a tqdm bar (img/s, loss), TensorBoard scalars (loss, lr, accuracy, margins, quality
+  of HR vs LR samples, r), periodic validation through a pluggable validator.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.backbones import create_backbone
+from models.quality_torch import laplacian_quality_torch
+from training.config import ConfigError, ScheduleConfig, TrainConfig, config_to_dict
+from training.data import (
+    Augment,
+    CrossResolutionBatchSampler,
+    FaceDataset,
+    FaceSource,
+    IdentityBatchSampler,
+    ResolutionPolicy,
+    build_source,
+    make_loader,
+)
+from training.objectives import (
+    Objective,
+    create_objective,
+    load_objective_state,
+    objective_state,
+)
+from training.validation import Validator
+
+logger = logging.getLogger(__name__)
+
+#: Steps at the start of an invocation left out of the throughput (worker start-up).
+THROUGHPUT_SKIP = 3
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistContext:
+    """Joins the process group that ``torchrun`` describes in the environment.
+
+    Single-process runs (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) get a trivial context.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    owns = False
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        owns = True
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, owns_group=owns)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the local CUDA device when present, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"engine.device is {name!r} but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); Linux only."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("engine.precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+        return torch.float16
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU has no bf16; use engine.precision fp16")
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+def parameter_groups(
+    modules: Iterable[nn.Module], weight_decay: float, decay_norm_and_bias: bool = False
+) -> list[dict[str, Any]]:
+    """Two SGD groups: matrices/kernels with weight decay, vectors (BN, PReLU, biases)
+    without (unless ``decay_norm_and_bias``)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in modules:
+        for parameter in module.parameters():
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            (decay if decay_norm_and_bias or parameter.ndim > 1 else no_decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+@dataclass
+class LRSchedule:
+    """Per-iteration learning rate: linear warm-up, then step decay or cosine.
+
+    Args:
+        base_lr: the peak learning rate.
+        config: the schedule section.
+        steps_per_epoch: iterations of one epoch (per process).
+    """
+
+    base_lr: float
+    config: ScheduleConfig
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, math.ceil(self.config.epochs * self.steps_per_epoch))
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.config.warmup_epochs * self.steps_per_epoch)
+
+    def factor(self, step: int) -> float:
+        """The multiplier of ``base_lr`` for iteration ``step`` (0-based)."""
+        c = self.config
+        warm = self.warmup_steps
+        if step < warm:
+            return c.warmup_start + (1.0 - c.warmup_start) * step / warm
+        if c.kind == "step":
+            passed = sum(step >= round(m * self.steps_per_epoch) for m in c.milestones)
+            return c.gamma**passed
+        progress = min(1.0, (step - warm) / max(1, self.total_steps - warm))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return c.min_lr_factor + (1.0 - c.min_lr_factor) * cosine
+
+    def lr(self, step: int) -> float:
+        return self.base_lr * self.factor(step)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """What defines the schedule (the position is the checkpoint's ``step``)."""
+        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
+                "config": asdict(self.config)}
+
+
+# --------------------------------------------------------------------------- module
+
+
+class TrainModule(nn.Module):
+    """Backbone + objective in one module, so DDP sees (and syncs) every parameter."""
+
+    def __init__(self, backbone: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.objective = objective
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.objective(self.backbone, batch)
+
+
+@dataclass
+class TrainResult:
+    """What a run did.
+
+    Attributes:
+        step: iterations completed in total (this invocation and earlier ones).
+        epoch: the epoch the next step belongs to.
+        losses: ``(step, loss)`` of every step of this invocation, when recorded.
+        validation: ``(step, values)`` of every validation of this invocation.
+        images_per_second: training throughput of this invocation (all processes).
+        checkpoint: the last checkpoint written.
+        finished: the schedule (or ``max_steps``) was completed, not cut by time.
+        elapsed_s: wall time of this invocation.
+    """
+
+    step: int
+    epoch: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    images_per_second: float = 0.0
+    checkpoint: Path | None = None
+    finished: bool = True
+    elapsed_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _normalise(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels - 127.5) / 127.5
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+class Trainer:
+    """Runs one training or fine-tuning configuration.
+
+    Args:
+        config: the run.
+        method: the objective (``margin`` for training, ``octuplet``/``derivenet``).
+        validator: called as ``validator(backbone, step)`` on rank 0; default: an LFW
+            validator when ``config.validation.lfw_dir`` is set, else none.
+        source: the training faces (default: built from ``config.data``).
+        init_checkpoint: a training checkpoint whose backbone starts the run
+            (fine-tuning); ignored when the run resumes from its own checkpoint.
+        record_losses: keep every step's loss in the result (one host sync per step).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        method: str = "margin",
+        validator: Validator | None = None,
+        source: FaceSource | None = None,
+        init_checkpoint: str | Path | None = None,
+        record_losses: bool = False,
+    ) -> None:
+        self.config = config
+        self.method = method
+        self.validator = validator
+        self.source = source
+        self.init_checkpoint = init_checkpoint
+        self.record_losses = record_losses
+        self.out_dir = Path(config.engine.out_dir)
+
+    # ------------------------------------------------------------------ building
+
+    def _backbone(self) -> tuple[nn.Module, str, dict[str, Any], dict[str, Any] | None]:
+        """(backbone, name, kwargs, initial checkpoint or None)."""
+        if self.init_checkpoint is not None:
+            start = torch.load(Path(self.init_checkpoint), map_location="cpu", weights_only=False)
+            for key in ("backbone_name", "backbone_kwargs", "backbone_state"):
+                if key not in start:
+                    raise ValueError(f"{self.init_checkpoint} lacks {key!r}")
+            name = str(start["backbone_name"])
+            kwargs = dict(start["backbone_kwargs"] or {})
+            backbone = create_backbone(name, **kwargs)
+            backbone.load_state_dict(start["backbone_state"])
+            logger.info("fine-tuning %s from %s (step %s)", name, self.init_checkpoint,
+                        start.get("step"))
+            return backbone, name, kwargs, start
+        m = self.config.model
+        kwargs = {
+            "embedding_size": m.embedding_size,
+            "dropout": m.dropout,
+            "input_size": m.input_size,
+            **m.kwargs,
+        }
+        return create_backbone(m.backbone, **kwargs), m.backbone, kwargs, None
+
+    def _sampler(self, source: FaceSource, ctx: DistContext) -> Any:
+        c = self.config
+        seed = c.engine.seed
+        if self.method == "octuplet":
+            assert c.finetune is not None
+            o = c.finetune.octuplet
+            policy = ResolutionPolicy(
+                fraction=1.0, r_min=o.r_min, r_max=o.r_max,
+                sides=tuple(o.sides) if o.sides else None,
+                same_side_per_batch=o.same_side_per_batch,
+            )
+            return IdentityBatchSampler(
+                source.labels, o.identities, o.images_per_identity, policy,
+                seed=seed, rank=ctx.rank, world_size=ctx.world_size,
+            )
+        if self.method == "derivenet":
+            assert c.finetune is not None
+            policy = ResolutionPolicy(fraction=1.0, sides=tuple(c.finetune.derivenet.pyramid))
+        else:
+            x = c.crossres
+            policy = ResolutionPolicy(
+                fraction=x.fraction, r_min=x.r_min, r_max=x.r_max,
+                sides=tuple(x.sides) if x.sides else None,
+            )
+        return CrossResolutionBatchSampler(
+            len(source), c.engine.batch_size, policy,
+            seed=seed, rank=ctx.rank, world_size=ctx.world_size,
+        )
+
+    def _default_validator(self, device: torch.device) -> Validator | None:
+        v = self.config.validation
+        if not v.lfw_dir:
+            return None
+        from training.validation import LFWValidator
+
+        return LFWValidator(
+            v.lfw_dir, view=v.view, resolutions=v.resolutions, limit_pairs=v.limit_pairs,
+            batch_size=v.batch_size, device=device,
+        )
+
+    def _find_resume(self) -> Path | None:
+        resume = self.config.engine.resume
+        if resume == "none":
+            return None
+        if resume == "auto":
+            last = self.out_dir / "last.pt"
+            return last if last.is_file() else None
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"engine.resume: checkpoint not found: {path}")
+        return path
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, path: Path, state: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _checkpoint(self, state: dict[str, Any], step: int) -> Path:
+        """Writes ``last.pt`` and a step checkpoint, pruning old step checkpoints."""
+        last = self.out_dir / "last.pt"
+        self._save(last, state)
+        keep = self.config.engine.keep_checkpoints
+        if keep > 0:
+            folder = self.out_dir / "checkpoints"
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(last, folder / f"step_{step:08d}.pt")
+            for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+                old.unlink()
+        logger.info("checkpoint at step %d: %s", step, last)
+        return last
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> TrainResult:
+        """Trains until the schedule, ``max_steps`` or ``max_minutes`` ends the run."""
+        c = self.config
+        started = time.monotonic()
+        preliminary = resolve_device(c.engine.device)
+        ctx = init_distributed(preliminary.type)
+        try:
+            return self._fit(ctx, started)
+        finally:
+            if ctx.owns_group and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _fit(self, ctx: DistContext, started: float) -> TrainResult:
+        c = self.config
+        e = c.engine
+        device = resolve_device(e.device, ctx.local_rank)
+        amp_dtype = autocast_dtype(e.precision, device)
+        seed_everything(e.seed)
+
+        source = self.source if self.source is not None else build_source(c.data)
+        backbone, backbone_name, backbone_kwargs, start = self._backbone()
+        embedding_size = int(backbone_kwargs.get("embedding_size", c.model.embedding_size))
+        input_size = int(backbone_kwargs.get("input_size", c.model.input_size))
+        objective = create_objective(self.method, c, source.num_classes, embedding_size)
+        head_name = objective.name if self.method == "margin" else (
+            f"{start.get('head_name')}+{objective.name}"
+            if start is not None and start.get("head_name") else objective.name
+        )
+        if start is not None and hasattr(objective, "init_weight_from"):
+            weight = (start.get("head_state") or {}).get("weight")
+            if weight is not None and objective.init_weight_from(weight):
+                logger.info("class centres initialised from the checkpoint's head")
+
+        sampler = self._sampler(source, ctx)
+        dataset = FaceDataset(
+            source,
+            augment=Augment(
+                flip=c.data.flip,
+                crop_scale=tuple(c.data.crop_scale) if c.data.crop_scale else None,  # type: ignore[arg-type]
+                colour_jitter=c.data.colour_jitter,
+            ),
+            input_size=input_size,
+            down=c.crossres.down,
+            up=c.crossres.up,
+            return_hr=objective.needs_hr,
+        )
+        loader = make_loader(
+            dataset, sampler, num_workers=c.data.num_workers,
+            prefetch_factor=c.data.prefetch_factor, pin_memory=device.type == "cuda",
+        )
+        steps_per_epoch = len(sampler)
+        schedule = LRSchedule(c.optim.lr, c.schedule, steps_per_epoch)
+        total_steps = schedule.total_steps
+        if e.max_steps is not None:
+            total_steps = min(total_steps, e.max_steps)
+
+        module = TrainModule(backbone, objective)
+        if e.sync_batchnorm and ctx.distributed:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module.to(device)
+        if e.channels_last:
+            module.backbone.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(
+            parameter_groups([module], c.optim.weight_decay, c.optim.decay_norm_and_bias),
+            lr=c.optim.lr, momentum=c.optim.momentum, nesterov=c.optim.nesterov,
+        )
+        scaler = (
+            torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        )
+
+        step, epoch, batch_in_epoch = 0, 0, 0
+        resume_path = self._find_resume()
+        if resume_path is not None:
+            state = torch.load(resume_path, map_location="cpu", weights_only=False)
+            module.backbone.load_state_dict(state["backbone_state"])
+            load_objective_state(module.objective, state["head_state"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            step, epoch = int(state["step"]), int(state["epoch"])
+            batch_in_epoch = int(state.get("batch_in_epoch", 0))
+            rngs = state.get("rng", {})
+            if f"rank{ctx.rank}" in rngs:
+                set_rng_state(rngs[f"rank{ctx.rank}"])
+            logger.info("resumed from %s at step %d (epoch %d, batch %d)",
+                        resume_path, step, epoch, batch_in_epoch)
+        else:
+            torch.manual_seed(e.seed + ctx.rank)  # dropout differs per rank
+
+        forward_module: nn.Module = module
+        if e.compile:
+            module.backbone = torch.compile(module.backbone)  # type: ignore[assignment]
+        if ctx.distributed:
+            forward_module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        bare_backbone = backbone  # never the compiled wrapper: its state has clean keys
+
+        validator = self.validator
+        if validator is None and ctx.is_main:
+            validator = self._default_validator(device)
+        writer = None
+        if ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(c), sort_keys=False), encoding="utf-8"
+            )
+            if e.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step)
+        logger.info(
+            "%s: %s (%d classes) -> %s + %s on %s x%d, %s precision, batch %d/process, "
+            "%d steps/epoch, %d steps in total (from %d)",
+            c.name, source.description, source.num_classes, backbone_name, head_name,
+            device, ctx.world_size, "fp32" if amp_dtype is None else str(amp_dtype),
+            e.batch_size, steps_per_epoch, total_steps, step,
+        )
+
+        def checkpoint_state() -> dict[str, Any]:
+            rngs: dict[str, Any] = {f"rank{ctx.rank}": rng_state()}
+            if ctx.distributed:
+                gathered: list[Any] = [None] * ctx.world_size
+                dist.all_gather_object(gathered, rngs)
+                rngs = {k: v for part in gathered for k, v in part.items()}
+            return {
+                "backbone_name": backbone_name,
+                "backbone_kwargs": backbone_kwargs,
+                "backbone_state": bare_backbone.state_dict(),
+                "head_name": head_name,
+                "head_state": objective_state(module.objective),
+                "method": self.method,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "config": config_to_dict(c),
+                "num_classes": source.num_classes,
+                "training_data": source.description,
+                "rng": rngs,
+            }
+
+        def save_checkpoint() -> Path | None:
+            state = checkpoint_state()  # every rank takes part in gathering RNG states
+            path = self._checkpoint(state, step) if ctx.is_main else None
+            if ctx.distributed:
+                dist.barrier()
+            return path
+
+        result = TrainResult(step=step, epoch=epoch)
+
+        def validate() -> None:
+            if validator is not None and ctx.is_main:
+                began = time.perf_counter()
+                values = validator(bare_backbone, step)
+                result.validation.append((step, values))
+                if writer is not None:
+                    for key, value in values.items():
+                        writer.add_scalar(f"val/{key}", value, step)
+                logger.info("validation at step %d (%.1f s): %s", step,
+                            time.perf_counter() - began,
+                            ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+            if ctx.distributed:
+                dist.barrier()
+
+        bar = tqdm(
+            total=total_steps, initial=step, desc=c.name, unit="step",
+            disable=not (e.progress and ctx.is_main), dynamic_ncols=True,
+        )
+        params = [p for p in module.parameters() if p.requires_grad]
+        clip = c.optim.grad_clip
+        last_checkpoint: Path | None = None
+        throughput_start: float | None = None
+        throughput_images = 0
+        window_time, window_images = time.perf_counter(), 0
+        stop = False
+        steps_this_run = 0
+        needs_hr = objective.needs_hr
+        forward_module.train()
+
+        while step < total_steps and not stop:
+            if batch_in_epoch >= steps_per_epoch:
+                epoch, batch_in_epoch = epoch + 1, 0
+            sampler.set_epoch(epoch, batch_in_epoch)
+            for batch in loader:
+                pixels = batch["image"].to(device, non_blocking=True).float()
+                inputs: dict[str, torch.Tensor] = {
+                    "quality": laplacian_quality_torch(pixels),
+                    "input": _normalise(pixels),
+                    "label": batch["label"].to(device, non_blocking=True),
+                    "degraded": batch["degraded"].to(device, non_blocking=True),
+                    "side": batch["side"].to(device, non_blocking=True),
+                }
+                if needs_hr:
+                    hr = batch["hr"].to(device, non_blocking=True).float()
+                    inputs["hr_quality"] = laplacian_quality_torch(hr)
+                    inputs["hr_input"] = _normalise(hr)
+                if e.channels_last:
+                    for key in ("input", "hr_input"):
+                        if key in inputs:
+                            inputs[key] = inputs[key].contiguous(
+                                memory_format=torch.channels_last
+                            )
+                lr = schedule.apply(optimizer, step)
+                with torch.autocast(
+                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
+                    loss, stats = forward_module(inputs)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                grad_norm = (
+                    torch.nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
+                )
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                step += 1
+                batch_in_epoch += 1
+                steps_this_run += 1
+                images = inputs["label"].shape[0] * ctx.world_size
+                window_images += images
+                if steps_this_run == THROUGHPUT_SKIP:
+                    throughput_start = time.perf_counter()
+                elif throughput_start is not None:
+                    throughput_images += images
+                if self.record_losses:
+                    result.losses.append((step, float(loss.detach())))
+                bar.update(1)
+
+                if step % e.log_every == 0 or step == total_steps:
+                    now = time.perf_counter()
+                    speed = window_images / max(now - window_time, 1e-9)
+                    window_time, window_images = now, 0
+                    scalars = self._scalars(inputs, loss, stats, lr, grad_norm, ctx)
+                    scalars["speed/images_per_second"] = speed
+                    if not math.isfinite(scalars["train/loss"]) and scaler is None:
+                        raise FloatingPointError(
+                            f"loss is {scalars['train/loss']} at step {step}; lower optim.lr "
+                            "or enable optim.grad_clip"
+                        )
+                    if ctx.is_main:
+                        bar.set_postfix(loss=f"{scalars['train/loss']:.3f}",
+                                        img_s=f"{speed:.0f}", lr=f"{lr:.2e}")
+                        if writer is not None:
+                            for key, value in scalars.items():
+                                writer.add_scalar(key, value, step)
+
+                if e.max_minutes is not None:
+                    over = time.monotonic() - started >= e.max_minutes * 60
+                    if ctx.distributed:
+                        flag = torch.tensor([float(over)], device=device)
+                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                        over = bool(flag.item())
+                    stop = over
+                done = step >= total_steps or stop
+                if e.checkpoint_every and step % e.checkpoint_every == 0 and not done:
+                    last_checkpoint = save_checkpoint() or last_checkpoint
+                if c.validation.every_steps and step % c.validation.every_steps == 0 and not done:
+                    validate()
+                if done:
+                    break
+            else:
+                # the epoch ran out
+                epoch, batch_in_epoch = epoch + 1, 0
+                if step < total_steps:
+                    last_checkpoint = save_checkpoint() or last_checkpoint
+                    if not c.validation.every_steps:
+                        validate()
+        bar.close()
+
+        if batch_in_epoch >= steps_per_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        last_checkpoint = save_checkpoint() or last_checkpoint
+        validate()
+        if writer is not None:
+            writer.close()
+        elapsed = time.perf_counter() - (throughput_start or time.perf_counter())
+        result.step, result.epoch = step, epoch
+        result.images_per_second = throughput_images / elapsed if elapsed > 0 else 0.0
+        result.checkpoint = last_checkpoint
+        result.finished = step >= total_steps
+        result.elapsed_s = time.monotonic() - started
+        logger.info(
+            "%s: stopped at step %d/%d after %.1f min; %.1f img/s%s",
+            c.name, step, total_steps, result.elapsed_s / 60, result.images_per_second,
+            "" if result.finished else " (time limit; resume continues the run)",
+        )
+        return result
+
+    @staticmethod
+    def _scalars(
+        inputs: dict[str, torch.Tensor],
+        loss: torch.Tensor,
+        stats: dict[str, Any],
+        lr: float,
+        grad_norm: torch.Tensor | None,
+        ctx: DistContext,
+    ) -> dict[str, float]:
+        """Loss, accuracy, margins and quality split by HR/LR, averaged over ranks."""
+        degraded = inputs["degraded"]
+        hr, lr_mask = ~degraded, degraded
+        quality = inputs["quality"].float()
+
+        def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            values = values.float().reshape(-1)
+            if values.numel() != mask.numel():
+                return values.mean()
+            return (values * mask).sum() / mask.sum().clamp_min(1)
+
+        names = ["train/loss", "data/degraded_fraction", "quality/hr", "quality/lr",
+                 "data/side_lr"]
+        values = [
+            loss.detach().float(),
+            degraded.float().mean(),
+            masked_mean(quality, hr),
+            masked_mean(quality, lr_mask),
+            masked_mean(inputs["side"], lr_mask),
+        ]
+        for key, value in stats.items():
+            value = torch.as_tensor(value).detach()
+            if value.numel() == degraded.numel() and value.numel() > 1:
+                names += [f"train/{key}_hr", f"train/{key}_lr"]
+                values += [masked_mean(value, hr), masked_mean(value, lr_mask)]
+            else:
+                names.append(f"train/{key}")
+                values.append(value.float().mean())
+        if grad_norm is not None:
+            names.append("train/grad_norm")
+            values.append(grad_norm.detach().float())
+        vector = torch.stack([v.to(loss.device) for v in values])
+        if ctx.distributed:
+            dist.all_reduce(vector)
+            vector /= ctx.world_size
+        scalars = dict(zip(names, vector.tolist(), strict=True))
+        scalars["train/lr"] = lr
+        return scalars
+
+
+def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Trains ``config`` with its margin head (see :class:`Trainer` for ``kwargs``)."""
+    return Trainer(config, method="margin", **kwargs).fit()
+
+
+def finetune(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Fine-tunes ``config.finetune.checkpoint`` with ``config.finetune.method``."""
+    if config.finetune is None:
+        raise ConfigError("this config has no 'finetune' section")
+    if not config.finetune.checkpoint:
+        raise ConfigError("finetune.checkpoint is empty: name the trained model to start from")
+    kwargs.setdefault("init_checkpoint", config.finetune.checkpoint)
+    return Trainer(config, method=config.finetune.method, **kwargs).fit()

@@ -1,0 +1,167 @@
+"""DeriveNet (Singh, Nagpal, Singh, Vatsa: "Derivenet for (Very) Low Resolution Image
+Classification", TPAMI 2022), METHODS §6.
+
+**Reconstruction**: the paper's full text was not available; this follows the
+reconstruction fixed in METHODS §6, not the authors' code.
+
+* (a) Derived-Margin softmax over the L2-normalised embeddings e and class weights W:
+  logit_y = s cos θ_y; logit_j = s cos θ_j + α max(0, cos(C_y, C_j)) for j ≠ y, with
+  C_c per-class centres of the reconstruction space (EMA, detached). Classes whose
+  reconstructions look alike get a larger inter-class margin.
+* (b) ReCent loss λ (||HR_i − g(z_i)||² + ||g(z_i) − C_{y_i}||²), g a small decoder from
+  the embedding z_i of the low-resolution image to its high-resolution target: the HR
+  embedding (``target="embedding"``, L2-normalised, detached) or a small HR thumbnail
+  (``target="image"``).
+* (c) A multi-resolution pyramid: each sample's low-resolution copy is drawn from
+  sides such as 8/16/24/32 px, upsampled to the input (planned by the batch sampler).
+
+The softmax sees both the HR and the LR embeddings. Every trainable part (backbone,
+W, decoder) is in the optimiser; the centres C are buffers updated without gradient.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.objectives import Batch, Objective, Stats, register_objective
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+
+
+class DeriveNetObjective(Objective):
+    """Derived-Margin softmax + ReCent loss over HR and pyramid-LR copies.
+
+    Args:
+        embedding_size: D.
+        num_classes: C.
+        scale: s.
+        alpha: α, weight of the derived margin.
+        centre_momentum: μ of the EMA ``C_c ← μ C_c + (1 − μ) mean g(z_i)`` over class c.
+        recent_weight: λ.
+        decoder_hidden: hidden width of g.
+        target: ``embedding`` or ``image``.
+        image_side: side of the HR thumbnail for ``target="image"``.
+    """
+
+    needs_hr = True
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        *,
+        scale: float = 32.0,
+        alpha: float = 4.0,
+        centre_momentum: float = 0.9,
+        recent_weight: float = 1.0,
+        decoder_hidden: int = 512,
+        target: str = "embedding",
+        image_side: int = 16,
+    ) -> None:
+        super().__init__()
+        if target not in ("embedding", "image"):
+            raise ValueError(f"target must be 'embedding' or 'image', got {target!r}")
+        self.name = "derivenet"
+        self.scale = scale
+        self.alpha = alpha
+        self.centre_momentum = centre_momentum
+        self.recent_weight = recent_weight
+        self.target = target
+        self.image_side = image_side
+        out = embedding_size if target == "embedding" else 3 * image_side * image_side
+        self.weight = nn.Parameter(torch.empty(embedding_size, num_classes))
+        nn.init.normal_(self.weight, std=0.01)
+        self.decoder = nn.Sequential(
+            nn.Linear(embedding_size, decoder_hidden),
+            nn.BatchNorm1d(decoder_hidden),
+            nn.PReLU(decoder_hidden),
+            nn.Linear(decoder_hidden, out),
+        )
+        self.register_buffer("centres", torch.zeros(num_classes, out))
+        self.register_buffer("centre_seen", torch.zeros(num_classes, dtype=torch.bool))
+
+    def derived_logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Derived-Margin softmax logits (B, C)."""
+        cosine = F.normalize(embeddings.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
+        centres = F.normalize(self.centres, dim=1)  # unseen classes: zero rows -> cos 0
+        similarity = (centres[labels] @ centres.T).clamp_min(0.0)
+        not_target = torch.ones_like(similarity).scatter(1, labels.view(-1, 1), 0.0)
+        return self.scale * cosine + self.alpha * similarity * not_target
+
+    def _targets(self, batch: Batch, hr_embeddings: torch.Tensor) -> torch.Tensor:
+        if self.target == "embedding":
+            return F.normalize(hr_embeddings.detach().float(), dim=1)
+        thumbs = F.interpolate(
+            batch["hr_input"].float(), size=(self.image_side, self.image_side), mode="area"
+        )
+        return thumbs.flatten(1)
+
+    @torch.no_grad()
+    def _update_centres(self, reconstructions: torch.Tensor, labels: torch.Tensor) -> None:
+        sums = torch.zeros_like(self.centres).index_add_(0, labels, reconstructions)
+        counts = torch.bincount(labels, minlength=self.centres.shape[0]).to(sums.dtype)
+        present = counts > 0
+        means = sums[present] / counts[present].unsqueeze(1)
+        momentum = torch.where(self.centre_seen[present], self.centre_momentum, 0.0)
+        self.centres[present] = momentum.unsqueeze(1) * self.centres[present] + (
+            1.0 - momentum.unsqueeze(1)
+        ) * means
+        self.centre_seen[present] = True
+
+    def forward(self, backbone: nn.Module, batch: Batch) -> tuple[torch.Tensor, Stats]:
+        labels = batch["label"]
+        batch_size = labels.shape[0]
+        embeddings = backbone(torch.cat([batch["hr_input"], batch["input"]])).float()
+        hr, lr = embeddings[:batch_size], embeddings[batch_size:]
+        both_labels = torch.cat([labels, labels])
+        logits = self.derived_logits(embeddings, both_labels)
+        softmax_loss = F.cross_entropy(logits, both_labels)
+        reconstructions = self.decoder(lr)
+        if self.target == "embedding":
+            reconstructions = F.normalize(reconstructions, dim=1)
+        targets = self._targets(batch, hr)
+        reconstruction = (reconstructions - targets).pow(2).sum(dim=1)
+        centre = (reconstructions - self.centres[labels]).pow(2).sum(dim=1)
+        centre = torch.where(self.centre_seen[labels], centre, torch.zeros_like(centre))
+        recent_loss = (reconstruction + centre).mean()
+        if self.training:
+            self._update_centres(reconstructions.detach(), labels)
+        loss = softmax_loss + self.recent_weight * recent_loss
+        with torch.no_grad():
+            stats: Stats = {
+                "softmax_loss": softmax_loss.detach(),
+                "recent_loss": recent_loss.detach(),
+                "accuracy": (logits.argmax(dim=1) == both_labels).float().mean(),
+                "hr_lr_cosine": F.cosine_similarity(hr, lr, dim=1),
+            }
+        return loss, stats
+
+    def init_weight_from(self, weight: torch.Tensor) -> bool:
+        """Starts W from a trained head's class centres when the shapes agree."""
+        if weight.shape != self.weight.shape:
+            return False
+        with torch.no_grad():
+            self.weight.copy_(weight)
+        return True
+
+
+@register_objective("derivenet")
+def _build_derivenet(config: TrainConfig, num_classes: int, embedding_size: int) -> Objective:
+    assert config.finetune is not None
+    settings = config.finetune.derivenet
+    return DeriveNetObjective(
+        embedding_size,
+        num_classes,
+        scale=settings.scale,
+        alpha=settings.alpha,
+        centre_momentum=settings.centre_momentum,
+        recent_weight=settings.recent_weight,
+        decoder_hidden=settings.decoder_hidden,
+        target=settings.target,
+        image_side=settings.image_side,
+    )
