@@ -70,7 +70,8 @@ class OnnxModel:
 class TorchModuleModel:
     """A backbone ``nn.Module`` (architecture contract: normalised RGB NCHW -> raw z).
 
-    Used directly by training-time validation, and by :class:`TorchCheckpointModel`.
+    Used directly by training-time validation, and by :class:`TorchCheckpointModel`;
+    the module runs in evaluation mode and gets its previous mode back afterwards.
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class TorchModuleModel:
         import torch
 
         self._torch = torch
-        self.module = module.to(device).eval()
+        self.module = module.to(device)
         self.device = torch.device(device)
         self._input_size = (input_size, input_size)
         self._info = {"format": "torch", "name": name, **(info or {})}
@@ -103,8 +104,13 @@ class TorchModuleModel:
             raise ValueError("no pixels to embed")
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         tensor = (tensor.permute(0, 3, 1, 2).float() - 127.5) / 127.5
-        with torch.inference_mode():
-            raw = self.module(tensor)
+        was_training = self.module.training  # a training loop's module: restore its mode
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                raw = self.module(tensor)
+        finally:
+            self.module.train(was_training)
         if isinstance(raw, (tuple, list)):  # backbones that also return the norm
             raw = raw[0]
         return _l2_normalise(raw.float().cpu().numpy())

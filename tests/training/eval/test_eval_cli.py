@@ -156,7 +156,8 @@ def test_torch_module_model_matches_numpy_normalisation() -> None:
         def forward(self, x):
             return torch.nn.functional.avg_pool2d(x, 14).flatten(1)
 
-    model = TorchModuleModel(Thumbnail(), name="thumb")
+    module = Thumbnail().train()
+    model = TorchModuleModel(module, name="thumb")
     pixels = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     embeddings = model.embed_pixels(pixels)
     expected = ((pixels.astype(np.float32) - 127.5) / 127.5).reshape(3, 8, 14, 8, 14, 3)
@@ -164,6 +165,7 @@ def test_torch_module_model_matches_numpy_normalisation() -> None:
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
     assert model.describe()["name"] == "thumb"
+    assert module.training  # the caller's mode is restored
 
 
 def test_checkpoint_model_evaluates_like_its_backbone(tmp_path: Path) -> None:
