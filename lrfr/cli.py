@@ -16,6 +16,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lrfr.commands.eval",
     "lrfr.commands.quality",
     "lrfr.commands.serve",
+    "lrfr.commands.train",
+    "lrfr.commands.finetune",
+    "lrfr.commands.export",
 )
 
 app = typer.Typer(

@@ -1,0 +1,73 @@
+"""``lrfr train --config FILE``: train a face embedder with a margin head.
+
+One config file (YAML, see ``training/configs/`` and ``docs/training.md``) describes
+the whole run; ``--set KEY=VALUE`` overrides single values. Multi-GPU and multi-node:
+launch the same command under ``torchrun`` (``python -m torch.distributed.run``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+CONFIG = typer.Option(..., "--config", "-c", help="Experiment YAML (may name a 'base').")
+SET = typer.Option(
+    None, "--set", "-s", help="Override a value, e.g. --set engine.batch_size=64 (repeatable)."
+)
+OUT = typer.Option(None, "--out", "-o", help="Run folder (overrides engine.out_dir).")
+RESUME = typer.Option(
+    None, help="auto (continue out_dir/last.pt if present), none, or a checkpoint path."
+)
+
+
+def load_run_config(config: Path, overrides: list[str] | None, out: Path | None,
+                    resume: str | None):
+    """The typed config with the command-line overrides merged; exits 2 on errors."""
+    from training.config import ConfigError, load_config, merge_overrides
+
+    items = list(overrides or [])
+    if out is not None:
+        items.append(f"engine.out_dir={out}")
+    if resume is not None:
+        items.append(f"engine.resume={resume}")
+    try:
+        return load_config(config, merge_overrides(items))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
+def _report(result, kind: str) -> None:
+    typer.echo(
+        f"{kind} stopped at step {result.step} (epoch {result.epoch}); "
+        f"{result.images_per_second:.1f} img/s; checkpoint {result.checkpoint}"
+        + ("" if result.finished else " (time limit reached: run again to continue)")
+    )
+    if result.validation:
+        step, values = result.validation[-1]
+        typer.echo(f"validation at step {step}: "
+                   + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+
+
+def train(
+    config: Path = CONFIG,
+    overrides: list[str] = SET,
+    out: Path | None = OUT,
+    resume: str | None = RESUME,
+) -> None:
+    """Train a backbone + margin head as the config describes (resumes by default)."""
+    cfg = load_run_config(config, overrides, out, resume)
+    if cfg.finetune is not None:
+        typer.echo("error: this config has a 'finetune' section; use 'lrfr finetune'", err=True)
+        raise typer.Exit(code=2)
+    from training.engine import train as run
+
+    _report(run(cfg), "training")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
