@@ -30,7 +30,9 @@ def _split_keys(value: object) -> object:
 class Settings(BaseSettings):
     """Configuration of the service; every field is the env variable ``LRFR_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="LRFR_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LRFR_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     model_path: Path | None = Field(
         default=None,

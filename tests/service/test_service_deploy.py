@@ -1,0 +1,195 @@
+"""What the container runs: `lrfr serve` as a process against the test database, its
+startup errors, the compose file, and the no-torch promise."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from service_testkit import ADMIN, ADMIN_KEY, CLIENT, CLIENT_KEY, face_png
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+COMPOSE_ENV = {"POSTGRES_PASSWORD": "compose-test-password", "LRFR_ADMIN_KEYS": ADMIN_KEY}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
+    env.update(values)
+    return env
+
+
+def _lrfr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lrfr.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_lrfr_serve_runs_the_service(model_path: Path, database_url: str, tmp_path: Path) -> None:
+    port = _free_port()
+    env = _serve_env(
+        LRFR_MODEL_PATH=str(model_path),
+        LRFR_DATABASE_URL=database_url,
+        LRFR_DATA_DIR=str(tmp_path / "data"),
+        LRFR_ADMIN_KEYS=ADMIN_KEY,
+        LRFR_CLIENT_KEYS=CLIENT_KEY,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready in 60 s"
+            time.sleep(0.3)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.post("/v1/galleries", json={"name": "g"}, headers=ADMIN).status_code == 201
+            assert (
+                http.post("/v1/galleries/g/subjects", json={"id": "a"}, headers=ADMIN).status_code
+                == 201
+            )
+            enrolled = http.post(
+                "/v1/galleries/g/subjects/a/faces",
+                files=[("images", ("a.png", face_png(1)))],
+                headers=ADMIN,
+            )
+            assert enrolled.status_code == 201, enrolled.text
+            found = http.post(
+                "/v1/identify",
+                files={"image": ("p.png", face_png(1))},
+                data={"gallery": "g"},
+                headers=CLIENT,
+            )
+            assert found.json()["matches"][0]["subject"] == "a"
+            assert found.json()["decision"] == "match"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    output = process.stdout.read() if process.stdout else ""
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    assert list((tmp_path / "data" / "index").glob("gallery-*.faiss"))  # flushed at shutdown
+
+
+def test_serve_refuses_to_start_without_keys(model_path: Path) -> None:
+    result = _lrfr("serve", env=_serve_env(LRFR_MODEL_PATH=str(model_path)))
+    assert result.returncode == 2
+    assert "LRFR_ADMIN_KEYS" in result.stderr and "LRFR_DEV_MODE" in result.stderr
+
+
+def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.onnx"
+    result = _lrfr("serve", env=_serve_env(LRFR_MODEL_PATH=str(missing), LRFR_ADMIN_KEYS=ADMIN_KEY))
+    assert result.returncode == 2
+    assert f"cannot serve model {missing}" in result.stderr
+    assert "model file not found" in result.stderr
+
+
+def test_the_service_never_imports_torch(model_path: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from service.app import create_app\n"
+        "from service.settings import Settings\n"
+        f"settings = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r},"
+        " dev_mode=True)\n"
+        "with TestClient(create_app(settings)) as client:\n"
+        "    assert client.get('/readyz').status_code == 200\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_serve_env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_compose_file_structure() -> None:
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    service, db = compose["services"]["lrfr"], compose["services"]["db"]
+    assert service["command"][:2] == ["lrfr", "serve"]
+    assert service["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "healthcheck" in service and "healthcheck" in db
+    model_mount = next(v for v in service["volumes"] if v["target"] == "/models")
+    assert model_mount["read_only"] is True
+    assert any(v["target"] == "/var/lib/postgresql/data" for v in db["volumes"])
+    assert {"pgdata", "lrfr-index"} <= set(compose["volumes"])
+    environment = service["environment"]
+    assert environment["LRFR_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert ":?" in environment["LRFR_ADMIN_KEYS"]  # no default key in deployment
+
+
+def test_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LRFR_", "POSTGRES_"))}
+    command = [executable, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
+    valid = subprocess.run(
+        [*command, "config", "-q"],
+        env={**env, **COMPOSE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert valid.returncode == 0, valid.stderr
+    resolved = subprocess.run(
+        [*command, "config"],
+        env={**env, **COMPOSE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "compose-test-password" in resolved.stdout
+    without_key = subprocess.run(
+        [*command, "config", "-q"],
+        env={**env, "POSTGRES_PASSWORD": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert without_key.returncode != 0
+    assert "LRFR_ADMIN_KEYS" in without_key.stderr
