@@ -1,0 +1,357 @@
+"""Benchmark of the lrfr service, end to end over HTTP (a script, not a test).
+
+Starts ``lrfr serve`` as a separate process (the command the container runs), enrolls
+the 40 ORL subjects (5 images each), then measures:
+
+* ``/v1/verify`` and ``/v1/identify`` latency (p50, p99) and throughput with 1, 8 and 32
+  concurrent clients (ORL probes, gallery of 40 subjects / 200 faces);
+* ``/v1/identify`` latency on galleries of synthetic vectors (default 100k and 1M), the
+  rows written straight into the database, so the first query also times the index
+  rebuild that a process does when its index is behind the database.
+
+Prints markdown tables (copy them into docs/benchmarks.md). The client runs on the same
+machine as the server, so on a small machine they compete for the CPU.
+
+Usage::
+
+    python benchmarks/service_bench.py --orl ../shared/data/orl
+    python benchmarks/service_bench.py --model path/to/model.onnx --gallery-sizes 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sqlalchemy import insert, select, update
+
+from models.artifact import load_metadata
+from service.db import Face, Gallery, Subject, create_db_engine
+
+logger = logging.getLogger("service_bench")
+
+ADMIN_KEY = "bench-admin-key-0123456789"
+CLIENT_KEY = "bench-client-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+CLIENT = {"X-API-Key": CLIENT_KEY}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class LoadResult:
+    """Latencies (seconds) of the requests of one load level and its wall time."""
+
+    name: str
+    concurrency: int
+    latencies: np.ndarray
+    wall_s: float
+    errors: int
+
+    def row(self) -> str:
+        p50, p99 = np.percentile(self.latencies, [50, 99]) * 1000
+        throughput = len(self.latencies) / self.wall_s
+        return (
+            f"| {self.name} | {self.concurrency} | {len(self.latencies)} | {p50:.1f} | "
+            f"{p99:.1f} | {throughput:.1f} | {self.errors} |"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_service(
+    *, model: Path, database_url: str, data_dir: Path, port: int, extra_env: dict[str, str]
+) -> Iterator[str]:
+    """Runs ``lrfr serve`` until the block ends; yields its base URL once ready."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
+    env.update(
+        LRFR_MODEL_PATH=str(model),
+        LRFR_DATABASE_URL=database_url,
+        LRFR_DATA_DIR=str(data_dir),
+        LRFR_ADMIN_KEYS=ADMIN_KEY,
+        LRFR_CLIENT_KEYS=CLIENT_KEY,
+        LRFR_MAX_TOP_K="100",
+        **extra_env,
+    )
+    log = open(data_dir.parent / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited; see {log.name}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service was not ready after 120 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def enroll_orl(base: str, orl: Path, gallery: str = "orl") -> None:
+    with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+        http.post("/v1/galleries", json={"name": gallery}).raise_for_status()
+        for subject in range(1, 41):
+            http.post(
+                f"/v1/galleries/{gallery}/subjects", json={"id": f"s{subject}"}
+            ).raise_for_status()
+            files = [
+                ("images", (f"{i}.pgm", (orl / f"s{subject}" / f"{i}.pgm").read_bytes()))
+                for i in range(1, 6)
+            ]
+            http.post(
+                f"/v1/galleries/{gallery}/subjects/s{subject}/faces", files=files
+            ).raise_for_status()
+
+
+async def run_load(
+    name: str,
+    concurrency: int,
+    total: int,
+    call: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    base: str,
+) -> LoadResult:
+    """``total`` requests issued by ``concurrency`` clients as fast as they are answered."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=600, limits=limits) as http:
+
+        async def worker() -> None:
+            nonlocal errors
+            for number in counter:
+                started = time.perf_counter()
+                response = await call(http, number)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors += 1
+
+        await call(http, 0)  # warm-up: connections, first model run
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return LoadResult(name, concurrency, np.asarray(latencies), wall, errors)
+
+
+def insert_synthetic(
+    database_url: str, *, gallery: str, size: int, dim: int, per_subject: int = 10
+) -> float:
+    """Writes ``size`` random unit vectors as faces of ``gallery``; returns the seconds."""
+    started = time.perf_counter()
+    engine = create_db_engine(database_url)
+    rng = np.random.default_rng(size)
+    chunk = 20_000
+    with engine.begin() as connection:
+        gallery_id = connection.execute(
+            select(Gallery.id).where(Gallery.name == gallery)
+        ).scalar_one()
+        subjects = size // per_subject
+        for start in range(0, subjects, chunk):
+            connection.execute(
+                insert(Subject),
+                [
+                    {"gallery_id": gallery_id, "external_id": f"syn{i}", "attributes": {}}
+                    for i in range(start, min(subjects, start + chunk))
+                ],
+            )
+        first_subject = connection.execute(
+            select(Subject.id).where(Subject.gallery_id == gallery_id).order_by(Subject.id).limit(1)
+        ).scalar_one()
+        for start in range(0, size, chunk):
+            count = min(size, start + chunk) - start
+            vectors = rng.normal(size=(count, dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            connection.execute(
+                insert(Face),
+                [
+                    {
+                        "subject_id": first_subject + (start + i) // per_subject,
+                        "gallery_id": gallery_id,
+                        "model_version": "synthetic",
+                        "embedding": vectors[i].tobytes(),
+                        "laplacian": 0.0,
+                        "laplacian_var": 0.0,
+                        "width": 112,
+                        "height": 112,
+                    }
+                    for i in range(count)
+                ],
+            )
+        connection.execute(
+            update(Gallery).where(Gallery.id == gallery_id).values(revision=Gallery.revision + 1)
+        )
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+async def bench_synthetic(
+    base: str, database_url: str, orl: Path, size: int, dim: int, requests: int
+) -> tuple[str, float, LoadResult]:
+    name = f"synthetic-{size}"
+    with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+        http.post("/v1/galleries", json={"name": name}).raise_for_status()
+    insert_s = insert_synthetic(database_url, gallery=name, size=size, dim=dim)
+    probe = (orl / "s1" / "6.pgm").read_bytes()
+
+    async def identify(http: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await http.post(
+            "/v1/identify", files={"image": ("p.pgm", probe)}, data={"gallery": name, "top_k": "5"}
+        )
+
+    async with httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=1200) as http:
+        started = time.perf_counter()
+        (await identify(http, 0)).raise_for_status()  # rebuilds the index from the database
+        rebuild_s = time.perf_counter() - started
+    result = await run_load(f"identify, {size:,} vectors", 1, requests, identify, base)
+    with httpx.Client(base_url=base, headers=ADMIN, timeout=600) as http:
+        http.delete(f"/v1/galleries/{name}").raise_for_status()  # frees its memory
+    logger.info("%s: insert %.1f s, first query (rebuild) %.1f s", name, insert_s, rebuild_s)
+    return name, rebuild_s, result
+
+
+async def main_async(args: argparse.Namespace, base: str, dim: int) -> None:
+    orl: Path = args.orl
+    probes = [(orl / f"s{s}" / f"{i}.pgm").read_bytes() for s in range(1, 41) for i in range(6, 11)]
+
+    async def verify(http: httpx.AsyncClient, n: int) -> httpx.Response:
+        first, second = probes[n % len(probes)], probes[(n * 7 + 3) % len(probes)]
+        return await http.post(
+            "/v1/verify", files={"image1": ("a.pgm", first), "image2": ("b.pgm", second)}
+        )
+
+    async def identify(http: httpx.AsyncClient, n: int) -> httpx.Response:
+        return await http.post(
+            "/v1/identify",
+            files={"image": ("p.pgm", probes[n % len(probes)])},
+            data={"gallery": "orl", "top_k": "5"},
+        )
+
+    results: list[LoadResult] = []
+    for concurrency in args.concurrency:
+        results.append(await run_load("verify", concurrency, args.requests, verify, base))
+        results.append(
+            await run_load("identify (ORL, 200 faces)", concurrency, args.requests, identify, base)
+        )
+    synthetic = [
+        await bench_synthetic(base, args.database_url, orl, size, dim, args.synthetic_requests)
+        for size in args.gallery_sizes
+    ]
+    print("\n| endpoint | clients | requests | p50 ms | p99 ms | req/s | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+    if synthetic:
+        print("\n| gallery | first query (index rebuild) s | p50 ms | p99 ms | req/s |")
+        print("|---|---|---|---|---|")
+        for name, rebuild_s, result in synthetic:
+            p50, p99 = np.percentile(result.latencies, [50, 99]) * 1000
+            print(
+                f"| {name} | {rebuild_s:.1f} | {p50:.1f} | {p99:.1f} | "
+                f"{len(result.latencies) / result.wall_s:.1f} |"
+            )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orl", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "orl")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="ONNX artifact (default: the non-learned reference model)",
+    )
+    parser.add_argument("--database-url", default=None, help="default: SQLite in the work folder")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--requests", type=int, default=400, help="per endpoint and level")
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32]
+    )
+    parser.add_argument(
+        "--gallery-sizes",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[100_000, 1_000_000],
+    )
+    parser.add_argument("--synthetic-requests", type=int, default=100)
+    parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    args = parse_args()
+    if not (args.orl / "s1" / "1.pgm").is_file():
+        raise SystemExit(f"ORL not found at {args.orl} (pass --orl)")
+    with tempfile.TemporaryDirectory(prefix="lrfr-bench-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model = args.model
+        if model is None:
+            from service.reference_model import build_reference_model
+
+            model = workdir / "model" / "reference.onnx"
+            build_reference_model(model)
+        dim = load_metadata(model).embedding_size
+        data_dir = workdir / "data"
+        args.database_url = args.database_url or f"sqlite:///{data_dir / 'lrfr.sqlite3'}"
+        logger.info(
+            "machine: %s, %d CPUs; model %s (%d-d); database %s",
+            platform.processor() or platform.machine(),
+            os.cpu_count(),
+            model,
+            dim,
+            args.database_url.split("@")[-1],
+        )
+        with running_service(
+            model=model,
+            database_url=args.database_url,
+            data_dir=data_dir,
+            port=_free_port(),
+            extra_env={"LRFR_BATCH_WINDOW_MS": str(args.batch_window_ms)},
+        ) as base:
+            started = time.perf_counter()
+            enroll_orl(base, args.orl)
+            logger.info(
+                "enrolled 40 ORL subjects (200 faces) in %.1f s", time.perf_counter() - started
+            )
+            asyncio.run(main_async(args, base, dim))
+
+
+if __name__ == "__main__":
+    main()
