@@ -13,7 +13,8 @@
 # LRFR_PG_DB (lrfr_test), LRFR_PG_USER (lrfr).
 
 _lrfr_pg() (
-  set -euo pipefail
+  # Each step checks its own status: 'set -e' is void when the caller tests this function.
+  set -uo pipefail
   port="${LRFR_PG_PORT:-54329}"
   base="${LRFR_PG_DIR:-/tmp/lrfr-postgres}"
   db="${LRFR_PG_DB:-lrfr_test}"
@@ -55,24 +56,27 @@ _lrfr_pg() (
 
   if [[ ! -f "$data/PG_VERSION" ]]; then
     log "initialising a cluster in $data"
-    as_owner "$bin/initdb" -D "$data" -U "$user" --auth=trust -E UTF8 --no-locale >&2
+    as_owner "$bin/initdb" -D "$data" -U "$user" --auth=trust -E UTF8 --no-locale >&2 \
+      || { log "initdb failed"; return 1; }
   fi
   if as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "reusing the cluster running in $data"
   else
     log "starting PostgreSQL on 127.0.0.1:$port (log: $logfile)"
     as_owner "$bin/pg_ctl" -D "$data" -l "$logfile" -w -t 60 \
-      -o "-p $port -k $sockets -c listen_addresses=127.0.0.1 -c fsync=off" start >&2
+      -o "-p $port -k $sockets -c listen_addresses=127.0.0.1 -c fsync=off" start >&2 \
+      || { log "PostgreSQL did not start (see $logfile)"; return 1; }
   fi
   for _ in $(seq 1 30); do
     if "$bin/pg_isready" -h 127.0.0.1 -p "$port" -q; then break; fi
     sleep 1
   done
-  "$bin/pg_isready" -h 127.0.0.1 -p "$port" >&2
+  "$bin/pg_isready" -h 127.0.0.1 -p "$port" >&2 || { log "PostgreSQL is not ready"; return 1; }
   if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U "$user" -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
     log "creating database $db"
-    "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" "$db"
+    "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" "$db" \
+      || { log "cannot create database $db"; return 1; }
   fi
   echo "postgresql+psycopg://$user@127.0.0.1:$port/$db"
 )
