@@ -132,5 +132,9 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,
+        # the loader draws a worker base seed per epoch; a private generator keeps that
+        # draw off the global RNG (dropout), so a resumed run replays the same numbers.
+        # Sample randomness comes from the sampler's keys, never from this seed.
+        generator=torch.Generator().manual_seed(0),
         **extra,
     )
