@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from models.artifact import THRESHOLD_FARS, ModelMetadata, load_metadata, write_metadata
+from models.embedder import resize_to_input
 from training.eval.datasets import load_lfw
 from training.eval.embedding import OnnxModel, embed_batched
 from training.eval.metrics import threshold_at_far
@@ -140,6 +142,11 @@ def calibrate_artifact(
     protocol = load_lfw(lfw_dir, view)
     model = OnnxModel(onnx_path, threads=threads)
     faces = load_faces(protocol.images, FaceLoader("lfw"), progress=progress)
+    if tuple(model.input_size) != faces.shape[1:3]:
+        # as the service feeds it: the crop resized to the network input (bicubic)
+        faces = np.stack([
+            resize_to_input(Image.fromarray(face), tuple(model.input_size)) for face in faces
+        ])
     embeddings = embed_batched(model, faces, batch_size=batch_size, progress=progress,
                                desc="calibration")
     identities = [Path(p).parent.name for p in protocol.images]

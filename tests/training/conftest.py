@@ -44,6 +44,23 @@ class SyntheticSource(FaceSource):
         return identity_face(int(self.labels[index]), index % self.per_class)
 
 
+def fake_lfw(root: Path, people: int = 8, per_person: int = 4) -> None:
+    """An LFW-shaped folder (250 px images) with a pairsDevTest.txt using every image:
+    two matched pairs per person, two mismatched pairs per person."""
+    names = [f"Person_{chr(65 + i)}" for i in range(people)]
+    for identity, name in enumerate(names):
+        (root / "images" / name).mkdir(parents=True)
+        for n in range(1, per_person + 1):
+            face = Image.fromarray(identity_face(identity, n)).resize((250, 250))
+            face.save(root / "images" / name / f"{name}_{n:04d}.jpg")
+    matched = [f"{name}\t{a}\t{a + 1}" for name in names for a in (1, 3)]
+    mismatched = [
+        f"{names[i]}\t{n}\t{names[(i + 1) % people]}\t{n}" for i in range(people) for n in (2, 4)
+    ]
+    lines = [str(len(matched)), *matched, *mismatched]
+    (root / "pairsDevTest.txt").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture
 def synthetic_source() -> SyntheticSource:
     return SyntheticSource()

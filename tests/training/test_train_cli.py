@@ -1,0 +1,115 @@
+"""``lrfr train``, ``lrfr finetune`` and ``lrfr export`` end to end on tiny files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from lrfr.cli import app
+from models.artifact import load_metadata
+from tests.training.conftest import fake_lfw
+from training.calibration import calibrate_embeddings, impostor_scores
+from training.eval.protocols import PairProtocol
+
+runner = CliRunner()
+
+
+def _config(tmp_path: Path, identity_folder: Path) -> Path:
+    config = {
+        "name": "cli",
+        "data": {"kind": "folder", "root": str(identity_folder), "num_workers": 0},
+        "crossres": {"fraction": 0.5, "r_min": 7, "r_max": 56},
+        "model": {"backbone": "ir-tiny", "embedding_size": 16, "input_size": 112},
+        "head": {"name": "approach2", "params": {"scale": 16.0}},
+        "optim": {"lr": 0.05},
+        "schedule": {"epochs": 2, "warmup_epochs": 0.5, "kind": "step", "milestones": [1]},
+        "engine": {"out_dir": str(tmp_path / "run"), "batch_size": 6, "device": "cpu",
+                   "precision": "auto", "log_every": 1, "progress": False},
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_train_finetune_export_calibrate(identity_folder: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    config = _config(tmp_path, identity_folder)
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert torch.load(checkpoint, weights_only=False)["step"] == 4  # 2 epochs x 2 steps
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+    (tmp_path / "ft.yaml").write_text(
+        "base: train.yaml\nname: cli-ft\n"
+        f"finetune: {{method: octuplet, octuplet: {{identities: 2, images_per_identity: 3}}}}\n"
+        f"engine: {{out_dir: {tmp_path / 'ft'}}}\noptim: {{lr: 0.001}}\n"
+    )
+    result = runner.invoke(
+        app, ["finetune", "--config", str(tmp_path / "ft.yaml"), "--checkpoint", str(checkpoint),
+              "--set", "schedule.epochs=1"]
+    )
+    assert result.exit_code == 0, result.output
+    tuned = tmp_path / "ft" / "last.pt"
+    assert torch.load(tuned, weights_only=False)["head_name"] == "approach2+octuplet"
+
+    lfw = tmp_path / "lfw"
+    fake_lfw(lfw)
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(
+        app, ["export", str(tuned), "--out", str(out), "--calibrate-on", str(lfw), "--view", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    metadata = load_metadata(out)  # also checks the ONNX file's SHA-256
+    assert metadata.head == "approach2+octuplet" and metadata.embedding_size == 16
+    assert metadata.version == "step-2"
+    # 32 images, 8 people: 448 impostor pairs measure FAR 1e-2, not 1e-3
+    assert metadata.thresholds["1e-2"] is not None
+    assert metadata.thresholds["1e-3"] is None and metadata.thresholds["1e-4"] is None
+    calibration = metadata.extra["calibration"]
+    assert calibration["impostor_pairs"] == 448 and calibration["genuine_pairs"] == 16
+    assert json.loads(out.with_suffix(".json").read_text())["thresholds"]["1e-2"] is not None
+
+
+def test_config_errors_exit_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("engine: {batch_sise: 4}\n")
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2
+    assert "batch_sise" in result.output and "batch_size" in result.output
+    result = runner.invoke(app, ["finetune", "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2
+
+
+def test_train_refuses_a_finetune_config(tmp_path: Path) -> None:
+    (tmp_path / "ft.yaml").write_text("finetune: {method: derivenet}\n")
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "ft.yaml")])
+    assert result.exit_code == 2 and "lrfr finetune" in result.output
+
+
+def test_calibration_thresholds_meet_the_far() -> None:
+    rng = np.random.default_rng(0)
+    identities = np.repeat(np.arange(60), 3)
+    centres = rng.normal(size=(60, 8))
+    embeddings = centres[identities] + 0.3 * rng.normal(size=(180, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    protocol = PairProtocol(
+        name="toy", images=[Path(f"{i}.jpg") for i in range(180)],
+        left=np.arange(0, 180, 3), right=np.arange(1, 180, 3),
+        labels=np.ones(60, dtype=bool), folds=np.arange(60) % 10,
+    )
+    calibration = calibrate_embeddings(embeddings, protocol, identities)
+    negatives = impostor_scores(embeddings, identities)
+    assert calibration.impostors == negatives.size == 180 * 179 // 2 - 60 * 3
+    for far in ("1e-2", "1e-3", "1e-4"):
+        threshold = calibration.thresholds[far]
+        assert threshold is not None
+        assert np.mean(negatives >= threshold) <= float(far)
+    assert calibration.thresholds["1e-2"] <= calibration.thresholds["1e-4"]
+    assert calibration.tar["1e-2"] > 0.5  # separable toy identities
