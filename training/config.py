@@ -243,6 +243,7 @@ class ValidationConfig:
         every_steps: validate every N steps (0: only at epoch ends).
         limit_pairs: validate on a balanced subset of this many pairs (``None``: all).
         batch_size: images per forward during validation.
+        at_start: also validate before the first step (the untrained baseline).
     """
 
     lfw_dir: str = ""
@@ -251,6 +252,7 @@ class ValidationConfig:
     every_steps: int = 0
     limit_pairs: int | None = None
     batch_size: int = 128
+    at_start: bool = False
 
 
 @dataclass

@@ -23,6 +23,7 @@ What it does, per the recipe (METHODS §5, §8):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -587,6 +588,8 @@ class Trainer:
                 began = time.perf_counter()
                 values = validator(bare_backbone, step)
                 result.validation.append((step, values))
+                _append_jsonl(self.out_dir / "validation.jsonl",
+                              {"step": step, "epoch": epoch, **values})
                 if writer is not None:
                     for key, value in values.items():
                         writer.add_scalar(f"val/{key}", value, step)
@@ -609,6 +612,8 @@ class Trainer:
         stop = False
         steps_this_run = 0
         needs_hr = objective.needs_hr
+        if c.validation.at_start and step == 0:
+            validate()
         forward_module.train()
 
         while step < total_steps and not stop:
@@ -683,6 +688,10 @@ class Trainer:
                         if writer is not None:
                             for key, value in scalars.items():
                                 writer.add_scalar(key, value, step)
+                        _append_jsonl(self.out_dir / "metrics.jsonl", {
+                            "step": step, "epoch": epoch,
+                            "elapsed_s": round(time.monotonic() - started, 1), **scalars,
+                        })
 
                 if e.max_minutes is not None:
                     over = time.monotonic() - started >= e.max_minutes * 60
@@ -773,6 +782,12 @@ class Trainer:
         scalars = dict(zip(names, vector.tolist(), strict=True))
         scalars["train/lr"] = lr
         return scalars
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line per logged step or validation: plain-text history beside TensorBoard."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
