@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
 LFW=${LFW:-../shared/data/lfw}
 OUT=${OUT:-runs/lfw-cpu-experiment}
-MINUTES=${MINUTES:-13}
+MINUTES=${MINUTES:-14}
 RESULTS=${RESULTS:-experiments/results/lfw_cpu}
 mkdir -p "$OUT" "$RESULTS"
 

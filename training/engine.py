@@ -671,7 +671,14 @@ class Trainer:
                     result.losses.append((step, float(loss.detach())))
                 bar.update(1)
 
-                if step % e.log_every == 0 or step == total_steps:
+                if e.max_minutes is not None:
+                    over = time.monotonic() - started >= e.max_minutes * 60
+                    if ctx.distributed:
+                        flag = torch.tensor([float(over)], device=device)
+                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                        over = bool(flag.item())
+                    stop = over
+                if step % e.log_every == 0 or step == total_steps or stop:
                     now = time.perf_counter()
                     speed = window_images / max(now - window_time, 1e-9)
                     window_time, window_images = now, 0
@@ -693,13 +700,6 @@ class Trainer:
                             "elapsed_s": round(time.monotonic() - started, 1), **scalars,
                         })
 
-                if e.max_minutes is not None:
-                    over = time.monotonic() - started >= e.max_minutes * 60
-                    if ctx.distributed:
-                        flag = torch.tensor([float(over)], device=device)
-                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                        over = bool(flag.item())
-                    stop = over
                 done = step >= total_steps or stop
                 if e.checkpoint_every and step % e.checkpoint_every == 0 and not done:
                     last_checkpoint = save_checkpoint() or last_checkpoint
