@@ -309,6 +309,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--synthetic-requests", type=int, default=100)
     parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="LRFR_X=VALUE",
+        help="extra service settings, repeatable",
+    )
     return parser.parse_args()
 
 
@@ -343,7 +350,10 @@ def main() -> None:
             database_url=args.database_url,
             data_dir=data_dir,
             port=_free_port(),
-            extra_env={"LRFR_BATCH_WINDOW_MS": str(args.batch_window_ms)},
+            extra_env={
+                "LRFR_BATCH_WINDOW_MS": str(args.batch_window_ms),
+                **dict(item.split("=", 1) for item in args.env),
+            },
         ) as base:
             started = time.perf_counter()
             enroll_orl(base, args.orl)

@@ -69,7 +69,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(upgrade_database, engine)
         store = IndexStore(settings.index_dir)
         gallery_service = GalleryService(
-            sessions=create_session_factory(engine), store=store, model=model, metrics=metrics_
+            sessions=create_session_factory(engine),
+            store=store,
+            model=model,
+            metrics=metrics_,
+            search_threads=settings.faiss_threads,
         )
         report = await run_in_threadpool(gallery_service.load_all)
         app.state.startup_report = report

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,6 +82,7 @@ class GalleryService:
         store: where index files are persisted.
         model: metadata of the served model; galleries of other models are refused.
         metrics: Prometheus metrics to update (gallery sizes, index rebuilds).
+        search_threads: OpenMP threads of a FAISS search (None: OpenMP's default).
     """
 
     def __init__(
@@ -90,12 +92,14 @@ class GalleryService:
         store: IndexStore,
         model: ModelMetadata,
         metrics: ServiceMetrics,
+        search_threads: int | None = None,
     ) -> None:
         self._sessions = sessions
         self._store = store
         self._model = model
         self._key = model_key(model.name, model.version)
         self._metrics = metrics
+        self._search_threads = search_threads
         self._indexes: dict[int, GalleryIndex] = {}
         self._names: dict[int, str] = {}
         self._locks: dict[int, threading.Lock] = {}
@@ -447,6 +451,9 @@ class GalleryService:
         index = self._indexes.get(gallery_id)
         if index is None or index.revision != revision:
             index = self._resync(gallery_id)
+        if self._search_threads:
+            # OpenMP keeps the thread count per calling thread: set it in this worker.
+            faiss.omp_set_num_threads(self._search_threads)
         k = top_k * 4
         while True:
             with index.lock.read():

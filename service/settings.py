@@ -64,7 +64,13 @@ class Settings(BaseSettings):
     execution_providers: KeyList = Field(
         default_factory=list, description="ONNX Runtime providers; default CUDA if present, CPU."
     )
-    index_flush_seconds: float = Field(default=5.0, gt=0, description="Index persist interval.")
+    faiss_threads: int | None = Field(
+        default=1,
+        gt=0,
+        description="OpenMP threads of FAISS (unset: all cores). One query scans on one "
+        "thread anyway; more threads only spin against ONNX Runtime.",
+    )
+    index_flush_seconds: float = Field(default=30.0, gt=0, description="Index persist interval.")
     auto_migrate: bool = Field(default=True, description="Run Alembic migrations at startup.")
     store_face_images: bool = Field(
         default=True, description="Keep each enrolled face (PNG) so galleries can be re-embedded."

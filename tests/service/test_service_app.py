@@ -301,7 +301,7 @@ def test_metrics_count_requests_batches_and_gallery_sizes(client: TestClient) ->
 
 
 def test_concurrent_requests_are_embedded_in_one_batch(make_client) -> None:
-    with make_client(batch_window_ms=300.0, max_batch_size=64) as client:
+    with make_client(batch_window_ms=1000.0, max_batch_size=64) as client:
         barrier = threading.Barrier(6)
         statuses: list[int] = []
 
