@@ -145,15 +145,23 @@ async def run_load(
     call: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
     base: str,
 ) -> LoadResult:
-    """``total`` requests issued by ``concurrency`` clients as fast as they are answered."""
+    """``total`` requests from ``concurrency`` clients, each sending its next request as
+    soon as the previous one is answered. Every client has its own connection (a shared
+    pool serves coroutines unfairly and adds seconds to the tail that the server never
+    sees) and makes one untimed warm-up request first."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=600)
+            )
+            for _ in range(concurrency)
+        ]
+        await asyncio.gather(*(call(http, 0) for http in clients))
 
-    async with httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=600, limits=limits) as http:
-
-        async def worker() -> None:
+        async def worker(http: httpx.AsyncClient) -> None:
             nonlocal errors
             for number in counter:
                 started = time.perf_counter()
@@ -162,9 +170,8 @@ async def run_load(
                 if response.status_code != 200:
                     errors += 1
 
-        await call(http, 0)  # warm-up: connections, first model run
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(http) for http in clients))
         wall = time.perf_counter() - started
     return LoadResult(name, concurrency, np.asarray(latencies), wall, errors)
 
