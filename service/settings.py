@@ -21,6 +21,11 @@ BUNDLED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "bundle
 KeyList = Annotated[list[str], NoDecode]
 
 
+def default_database_url(data_dir: Path) -> str:
+    """The embedded default database: SQLite in the data folder."""
+    return f"sqlite:///{(Path(data_dir) / 'lrfr.sqlite3').resolve()}"
+
+
 def _split_keys(value: object) -> object:
     if isinstance(value, str):
         return [key.strip() for key in value.split(",") if key.strip()]
@@ -113,7 +118,7 @@ class Settings(BaseSettings):
         """The database URL, defaulting to SQLite in the data folder."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'lrfr.sqlite3').resolve()}"
+        return default_database_url(self.data_dir)
 
     @property
     def index_dir(self) -> Path:

@@ -1,21 +1,28 @@
-"""Alembic environment: migrates the connection the service hands over, or the URL of
-``LRFR_DATABASE_URL`` (falling back to the settings' default) when run from the CLI."""
+"""Alembic environment: migrates the connection the service hands over, or, from the
+alembic CLI, ``LRFR_DATABASE_URL`` (default: SQLite in ``LRFR_DATA_DIR``)."""
 
 from __future__ import annotations
+
+import os
+from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from service.db import Base
+from service.settings import default_database_url
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _url() -> str:
-    from service.settings import Settings  # only when run from the alembic CLI
-
-    return Settings(dev_mode=True).resolved_database_url
+    """``LRFR_DATABASE_URL``, else the service's default (SQLite in ``LRFR_DATA_DIR``)."""
+    url = os.environ.get("LRFR_DATABASE_URL")
+    if url:
+        return url
+    return default_database_url(Path(os.environ.get("LRFR_DATA_DIR") or "data"))
 
 
 def run_migrations_offline() -> None:
@@ -46,6 +53,9 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
 
+
+if config.attributes.get("connection") is None and config.config_file_name:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)  # the alembic CLI
 
 if context.is_offline_mode():
     run_migrations_offline()

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(128), nullable=False),
         sa.Column("embedding_size", sa.Integer(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "subjects",
@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("external_id", sa.String(128), nullable=False),
         sa.Column("name", sa.String(256), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("gallery_id", "external_id", name="uq_subject_gallery"),
     )
     op.create_index("ix_subjects_gallery_id", "subjects", ["gallery_id"])
@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer(), nullable=False),
         sa.Column("height", sa.Integer(), nullable=False),
         sa.Column("image_png", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_faces_subject_id", "faces", ["subject_id"])
     op.create_index("ix_faces_gallery_id", "faces", ["gallery_id"])
