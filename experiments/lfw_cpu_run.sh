@@ -30,7 +30,12 @@ for head in arcface approach2; do
     cp "$run/validation.jsonl" "$run/metrics.jsonl" "$run/model.json" "$run/config.yaml" \
         "$run/eval/results.json" "$RESULTS/$head/"
 done
+# the floor every trained model must beat: 8x8 colour thumbnails (training.eval.baseline)
+python -c "from training.eval.baseline import build_pixel_baseline as b; b('$OUT/pixels.onnx')"
+lrfr eval lfw --model "$OUT/pixels.onnx" --data "$LFW" --view 1 \
+    --resolutions 112,56,28,14,7 --out "$OUT/pixels-eval" --no-progress
+cp "$OUT/pixels-eval/results.json" "$RESULTS/baseline_pixels.json"
 lrfr eval compare "$OUT/arcface/eval/results.json" "$OUT/approach2/eval/results.json" \
-    --labels arcface,approach2 --out "$RESULTS/compare.md"
+    "$OUT/pixels-eval/results.json" --labels arcface,approach2,pixels --out "$RESULTS/compare.md"
 python experiments/summarise.py "$RESULTS" > "$RESULTS/summary.md"
 cat "$RESULTS/summary.md"

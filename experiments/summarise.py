@@ -28,16 +28,18 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}"
 
 
-def final_table(runs: dict[str, Path]) -> list[str]:
+def final_table(runs: dict[str, Path], baseline: Path | None = None) -> list[str]:
     results = {head: json.loads((d / "results.json").read_text()) for head, d in runs.items()}
+    if baseline is not None and baseline.is_file():
+        results["pixels (floor)"] = json.loads(baseline.read_text())
     sides = list(next(iter(results.values()))["resolutions"])
     lines = [
-        "| LFW View 1 pairsDevTest (1,000 pairs) | " + " | ".join(runs) + " |",
-        "|---|" + "---|" * len(runs),
+        "| LFW View 1 pairsDevTest (1,000 pairs) | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
     ]
     for side in sides:
         cells = []
-        for head in runs:
+        for head in results:
             m = results[head]["resolutions"][side]
             cells.append(f"{_pct(m['accuracy'])} ± {_pct(m['std'])} (AUC {_pct(m['auc'])})")
         lines.append(f"| {side} px | " + " | ".join(cells) + " |")
@@ -117,7 +119,7 @@ def main(root: str) -> None:
     if not runs:
         raise SystemExit(f"no run folders with results.json under {base}")
     out: list[str] = ["### Final evaluation (ONNX artifacts, `lrfr eval lfw --view 1`)", ""]
-    out += [*final_table(runs), ""]
+    out += [*final_table(runs, base / "baseline_pixels.json"), ""]
     out += ["### Learning curves (validation during training)", ""]
     for head, folder in runs.items():
         out += [*curve_table(head, folder), ""]
