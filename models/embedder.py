@@ -94,7 +94,9 @@ class OnnxEmbedder:
                 f"'{self.metadata.output_name}'"
             )
         self.providers = self.session.get_providers()
-        logger.info("loaded %s (%s) on %s", self.metadata.name, self.metadata.version, self.providers)
+        logger.info(
+            "loaded %s (%s) on %s", self.metadata.name, self.metadata.version, self.providers
+        )
 
     @property
     def input_size(self) -> tuple[int, int]:
