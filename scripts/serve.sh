@@ -27,7 +27,7 @@ if [ -z "${LRFR_MODEL_PATH:-}" ] && [ ! -f models/bundled/lrfr.onnx ]; then
     if [ ! -f "$LRFR_MODEL_PATH" ]; then
         python -c "import sys; from service.reference_model import build_reference_model as b; b(sys.argv[1])" "$LRFR_MODEL_PATH"
     fi
-    echo "serve.sh: no trained model is bundled yet; serving the NON-LEARNED reference" \
+    echo "serve.sh: models/bundled/lrfr.onnx is missing; serving the NON-LEARNED reference" \
          "baseline $LRFR_MODEL_PATH (set LRFR_MODEL_PATH to an exported model)" >&2
 fi
 if [ -z "${LRFR_ADMIN_KEYS:-}" ] && [ "${LRFR_DEV_MODE:-0}" != "1" ]; then
