@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"})
 
 
-class FaceSource:
+class FaceSource(ABC):
     """Samples with identity labels; subclasses implement :meth:`load`.
 
     Attributes:
@@ -48,9 +49,9 @@ class FaceSource:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @abstractmethod
     def load(self, index: int) -> np.ndarray:
         """Sample ``index`` as RGB uint8 (112, 112, 3)."""
-        raise NotImplementedError
 
 
 def _keep_classes(
