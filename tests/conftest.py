@@ -3,6 +3,7 @@ in the folder's own conftest."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The read-only face data beside the project (see ../shared/data/README.md).
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+#: The read-only face data beside the project (see ../shared/data/README.md);
+#: LRFR_SHARED_DATA points elsewhere (e.g. for a checkout that is not beside it).
+SHARED_DATA = Path(
+    os.environ.get("LRFR_SHARED_DATA") or REPO_ROOT / ".." / "shared" / "data"
+).resolve()
 
 
 @pytest.fixture(scope="session")
