@@ -14,6 +14,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -118,6 +121,20 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    try:
+        return await request_validation_exception_handler(request, exc)
+    except ValueError:
+        # The errors echo the input, and JSON cannot carry NaN or Infinity: leave inputs out
+        # rather than failing with a 500.
+        errors = [
+            {key: value for key, value in error.items() if key not in ("input", "ctx")}
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the application.
 
@@ -139,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.recognition = None
     app.state.engine = None
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (health.router, recognition.router, galleries.router, metrics.router):
         app.include_router(router)
 

@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import json
+import math
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: Gallery names and subject ids appear in URLs: letters, digits, '.', '_', '-'.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+#: Limits of a subject's metadata: nesting depth and size as JSON (characters).
+METADATA_MAX_DEPTH = 16
+METADATA_MAX_CHARS = 65536
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes although they were stored in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+#: A timestamp that always carries its (UTC) zone, whatever the database returns.
+Timestamp = Annotated[datetime | None, AfterValidator(_as_utc)]
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    def depth(item: Any, level: int) -> None:
+        if level > METADATA_MAX_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("metadata numbers must be finite (no NaN or Infinity)")
+        if isinstance(item, dict):
+            item = list(item.values())
+        for child in item if isinstance(item, list) else ():
+            depth(child, level + 1)
+
+    depth(value, 1)
+    size = len(json.dumps(value, ensure_ascii=False))
+    if size > METADATA_MAX_CHARS:
+        raise ValueError(
+            f"metadata is {size} characters as JSON; the limit is {METADATA_MAX_CHARS}"
+        )
+    return value
 
 
 class Quality(BaseModel):
@@ -64,7 +101,7 @@ class GalleryOut(BaseModel):
     subjects: int
     faces: int
     compatible: bool = Field(description="Whether the served model may use this gallery.")
-    created_at: datetime | None
+    created_at: Timestamp
 
 
 class SubjectCreate(BaseModel):
@@ -72,13 +109,17 @@ class SubjectCreate(BaseModel):
 
     id: str = Field(pattern=NAME_PATTERN, description="The subject's id in paths.")
     name: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] = Field(
+        default_factory=dict,
+        description=f"JSON object, nested at most {METADATA_MAX_DEPTH} levels, "
+        f"{METADATA_MAX_CHARS} characters as JSON at most.",
+    )
 
 
 class FaceOut(BaseModel):
     id: int
     quality: Quality
-    created_at: datetime | None
+    created_at: Timestamp
 
 
 class SubjectOut(BaseModel):
@@ -86,7 +127,7 @@ class SubjectOut(BaseModel):
     name: str | None
     metadata: dict[str, Any]
     face_count: int
-    created_at: datetime | None
+    created_at: Timestamp
 
 
 class SubjectDetail(SubjectOut):

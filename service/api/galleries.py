@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import AdminRole, ClientRole, RecognitionDep, SettingsDep, read_upload
@@ -19,6 +19,9 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
+
+#: Database integers are signed 64-bit: larger ids and offsets are refused (422), not a 500.
+_INT64_MAX = 2**63 - 1
 
 
 @router.post("", response_model=GalleryOut, status_code=status.HTTP_201_CREATED)
@@ -66,7 +69,7 @@ async def list_subjects(
     _: ClientRole,
     service: RecognitionDep,
     gallery: str,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=_INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[SubjectOut]:
     return await run_in_threadpool(
@@ -117,7 +120,11 @@ async def enroll_faces(
 
 @router.delete("/{gallery}/subjects/{subject}/faces/{face}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_face(
-    _: AdminRole, service: RecognitionDep, gallery: str, subject: str, face: int
+    _: AdminRole,
+    service: RecognitionDep,
+    gallery: str,
+    subject: str,
+    face: Annotated[int, Path(le=_INT64_MAX)],
 ) -> Response:
     """Deletes one face and its vector."""
     await run_in_threadpool(

@@ -224,3 +224,72 @@ def test_concurrent_enrollments_lose_nothing(db_client: TestClient) -> None:
         best = identify(client, "g", face_png(1000 + position))["matches"][0]
         assert best["subject"] == subjects[position % len(subjects)]
         assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_subject_metadata_too_deep_or_large_or_nan_is_refused(client: TestClient) -> None:
+    # A deeply nested metadata used to be stored and then fail to serialise (500) on every
+    # read of the subject and of the gallery's subject list.
+    create_gallery(client, "g")
+    deep: dict = {"a": 1}
+    for _ in range(900):
+        deep = {"a": deep}
+    for metadata in (deep, {"k": "x" * 70_000}):
+        body = {"id": "s", "metadata": metadata}
+        response = client.post("/v1/galleries/g/subjects", json=body, headers=ADMIN)
+        assert response.status_code == 422, response.text[:200]
+    nan = '{"id": "s", "metadata": {"a": NaN}}'
+    response = client.post(
+        "/v1/galleries/g/subjects",
+        content=nan,
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json() == []
+    nested = {"a": [1, {"b": None}], "c": {"d": {"e": "ü"}}}
+    create = client.post(
+        "/v1/galleries/g/subjects", json={"id": "ok", "metadata": nested}, headers=ADMIN
+    )
+    assert create.status_code == 201
+    assert client.get("/v1/galleries/g/subjects/ok", headers=CLIENT).json()["metadata"] == nested
+
+
+def test_out_of_range_integers_are_422_not_500(client: TestClient) -> None:
+    create_gallery(client, "g")
+    create_subject(client, "g", "s")
+    big = 10**22
+    listed = client.get(f"/v1/galleries/g/subjects?offset={big}", headers=CLIENT)
+    assert listed.status_code == 422
+    deleted = client.delete(f"/v1/galleries/g/subjects/s/faces/{big}", headers=ADMIN)
+    assert deleted.status_code == 422
+    largest = 2**63 - 1
+    assert client.get(f"/v1/galleries/g/subjects?offset={largest}", headers=CLIENT).json() == []
+    missing = client.delete(f"/v1/galleries/g/subjects/s/faces/{largest}", headers=ADMIN)
+    assert missing.status_code == 404
+
+
+def test_created_at_always_carries_its_zone(client: TestClient) -> None:
+    # SQLite returns naive datetimes: reads said "...T02:23:41" where the create said "...Z".
+    created = client.post("/v1/galleries", json={"name": "g"}, headers=ADMIN).json()
+    subject = client.post("/v1/galleries/g/subjects", json={"id": "s"}, headers=ADMIN).json()
+    enroll(client, "g", "s", face_png(1))
+    stamps = [
+        client.get("/v1/galleries/g", headers=CLIENT).json()["created_at"],
+        client.get("/v1/galleries", headers=CLIENT).json()[0]["created_at"],
+        client.get("/v1/galleries/g/subjects", headers=CLIENT).json()[0]["created_at"],
+        client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["created_at"],
+        client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["faces"][0]["created_at"],
+    ]
+    for stamp in stamps:
+        assert stamp.endswith("Z") or stamp.endswith("+00:00"), stamp
+    assert stamps[0] == created["created_at"]
+    assert stamps[3] == subject["created_at"]
+
+
+def test_nan_or_infinity_in_an_invalid_body_is_422_not_500(client: TestClient) -> None:
+    # The 422 echoes the input; JSON cannot carry NaN/Infinity, so this used to be a 500.
+    json_headers = {**ADMIN, "content-type": "application/json"}
+    for body in ('{"name": NaN}', '{"name": "g", "extra": Infinity}'):
+        response = client.post("/v1/galleries", content=body, headers=json_headers)
+        assert response.status_code == 422, body
+        assert response.json()["detail"][0]["loc"][0] == "body"
+    assert client.get("/v1/galleries", headers=CLIENT).json() == []
