@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Room for multipart boundaries and form fields on top of the files themselves.
 _MULTIPART_OVERHEAD = 64 * 1024
+#: Largest body of a request without files (JSON): metadata is capped far below this.
+MAX_JSON_BODY = 1024 * 1024
 
 
 async def _flush_periodically(service: GalleryService, seconds: float) -> None:
@@ -168,9 +170,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
+        content_type = request.headers.get("content-type", "")
+        limit = max_body if content_type.startswith("multipart/") else MAX_JSON_BODY
+        if length is not None and length.isdigit() and int(length) > limit:
             response: Response = JSONResponse(
-                {"detail": f"request body of {length} bytes is over the limit of {max_body}"},
+                {"detail": f"request body of {length} bytes is over the limit of {limit}"},
                 status_code=413,
             )
         else:

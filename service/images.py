@@ -23,6 +23,25 @@ ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "PPM
 _FORMAT_NAMES = "JPEG, PNG, WebP, BMP, PGM/PPM"
 
 
+def _accepted_signature(data: bytes) -> str | None:
+    """The accepted format whose magic bytes start ``data``, if any.
+
+    Lets a file that Pillow cannot identify be told apart: a broken JPEG/PNG/... is a
+    corrupt upload (400), anything else is an unsupported format (415).
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WebP"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if len(data) >= 2 and data[:1] == b"P" and data[1:2] in b"123456":
+        return "PGM/PPM"
+    return None
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """An uploaded image as 8-bit RGB, with its size and format as uploaded."""
@@ -76,6 +95,11 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        signature = _accepted_signature(data)
+        if signature is not None:
+            raise InvalidImageError(
+                f"{name}: truncated or corrupt {signature} file (its header cannot be read)"
+            ) from exc
         raise UnsupportedImageError(
             f"{name}: not an image in a supported format ({_FORMAT_NAMES})"
         ) from exc

@@ -28,13 +28,24 @@ def _as_utc(value: datetime | None) -> datetime | None:
 Timestamp = Annotated[datetime | None, AfterValidator(_as_utc)]
 
 
+def _no_nul(text: str | None) -> str | None:
+    # PostgreSQL text and JSONB cannot hold U+0000; refuse it on every database alike.
+    if text is not None and "\x00" in text:
+        raise ValueError("text must not contain NUL characters (U+0000)")
+    return text
+
+
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     def depth(item: Any, level: int) -> None:
         if level > METADATA_MAX_DEPTH:
             raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError("metadata numbers must be finite (no NaN or Infinity)")
+        if isinstance(item, str):
+            _no_nul(item)
         if isinstance(item, dict):
+            for key in item:
+                _no_nul(key)
             item = list(item.values())
         for child in item if isinstance(item, list) else ():
             depth(child, level + 1)
@@ -108,7 +119,7 @@ class SubjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=NAME_PATTERN, description="The subject's id in paths.")
-    name: str | None = Field(default=None, max_length=256)
+    name: Annotated[str | None, AfterValidator(_no_nul)] = Field(default=None, max_length=256)
     metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] = Field(
         default_factory=dict,
         description=f"JSON object, nested at most {METADATA_MAX_DEPTH} levels, "

@@ -253,6 +253,36 @@ def test_subject_metadata_too_deep_or_large_or_nan_is_refused(client: TestClient
     assert client.get("/v1/galleries/g/subjects/ok", headers=CLIENT).json()["metadata"] == nested
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "s", "name": "a\x00b"},
+        {"id": "s", "metadata": {"note": "a\x00b"}},
+        {"id": "s", "metadata": {"k\x00": 1}},
+        {"id": "s", "metadata": {"list": [{"deep": "\x00"}]}},
+    ],
+)
+def test_nul_characters_are_refused(client: TestClient, body: dict) -> None:
+    # PostgreSQL cannot store U+0000 in text or JSONB: refuse it on every database.
+    create_gallery(client, "g")
+    response = client.post("/v1/galleries/g/subjects", json=body, headers=ADMIN)
+    assert response.status_code == 422, response.text[:200]
+    assert "NUL" in response.text
+    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json() == []
+
+
+def test_oversized_json_body_is_413(client: TestClient) -> None:
+    body = '{"id": "s", "metadata": {"k": "' + "x" * (2 * 1024 * 1024) + '"}}'
+    create_gallery(client, "g")
+    response = client.post(
+        "/v1/galleries/g/subjects",
+        content=body,
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "over the limit" in response.json()["detail"]
+
+
 def test_out_of_range_integers_are_422_not_500(client: TestClient) -> None:
     create_gallery(client, "g")
     create_subject(client, "g", "s")

@@ -78,6 +78,20 @@ def test_truncated_files_are_invalid(fmt: str) -> None:
         decode_image(data[: len(data) // 2], max_pixels=LIMIT)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x89PNG\r\n\x1a\n",  # a bare PNG signature
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",  # cut inside the header
+        b"\xff\xd8\xff",  # a bare JPEG start-of-image
+        b"RIFF\x10\x00\x00\x00WEBPVP8 ",
+    ],
+)
+def test_broken_headers_of_accepted_formats_are_invalid_not_unsupported(data: bytes) -> None:
+    with pytest.raises(InvalidImageError, match=r"truncated or corrupt|cannot read the image"):
+        decode_image(data, max_pixels=LIMIT)
+
+
 def test_corrupt_png_body_is_invalid() -> None:
     rng = np.random.default_rng(1)
     data = bytearray(encode(Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8))))
