@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lrfr.commands.train",
     "lrfr.commands.finetune",
     "lrfr.commands.export",
+    "lrfr.commands.teacher",
 )
 
 app = typer.Typer(

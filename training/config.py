@@ -324,6 +324,28 @@ class FinetuneConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from a teacher's descriptors of the sharp images (``training.teacher``).
+
+    Beside the margin head, a learned linear projection P (D -> 128) maps the student's
+    raw embedding z_i of every sample (degraded or not) towards t_i, the cached teacher
+    descriptor of the sample's sharp image: loss ``weight * (1 - cos(P z_i, t_i))``,
+    averaged over the samples that have a descriptor (the others are masked out).
+
+    Attributes:
+        cache: the teacher cache (``.npz`` from ``lrfr teacher-cache``), keyed by image
+            path relative to ``data.root``; relative paths are taken as they are
+            (from the working directory).
+        weight: λ, the weight of the distillation term.
+        teacher: the teacher name the cache must hold.
+    """
+
+    cache: str = ""
+    weight: float = 1.0
+    teacher: str = "dlib_face_recognition_resnet_model_v1"
+
+
+@dataclass
 class TrainConfig:
     """One training (or fine-tuning) run; every section has the recipe's defaults."""
 
@@ -337,6 +359,7 @@ class TrainConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     finetune: FinetuneConfig | None = None
+    distill: DistillConfig | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -380,6 +403,11 @@ def validate(config: TrainConfig) -> None:
         (config.model.input_size >= 16, "model.input_size must be at least 16"),
         (all(r >= 1 for r in config.validation.resolutions), "validation.resolutions >= 1"),
     ]
+    if config.distill is not None:
+        checks += [
+            (bool(config.distill.cache), "distill.cache is empty: name the teacher cache"),
+            (config.distill.weight >= 0, "distill.weight must be non-negative"),
+        ]
     if config.finetune is not None:
         octuplet = config.finetune.octuplet
         checks += [

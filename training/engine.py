@@ -57,6 +57,7 @@ from training.data import (
 )
 from training.objectives import (
     Objective,
+    build_distillation,
     create_objective,
     load_objective_state,
     objective_state,
@@ -454,6 +455,11 @@ class Trainer:
         embedding_size = int(backbone_kwargs.get("embedding_size", c.model.embedding_size))
         input_size = int(backbone_kwargs.get("input_size", c.model.input_size))
         objective = create_objective(self.method, c, source.num_classes, embedding_size)
+        if c.distill is not None:
+            if self.method != "margin":
+                raise ConfigError("distill works beside the margin head (lrfr train) only")
+            keys = [source.sample_key(i) for i in range(len(source))]
+            objective = build_distillation(objective, c, keys, embedding_size)
         head_name = objective.name if self.method == "margin" else (
             f"{start.get('head_name')}+{objective.name}"
             if start is not None and start.get("head_name") else objective.name
@@ -628,6 +634,7 @@ class Trainer:
                     "label": batch["label"].to(device, non_blocking=True),
                     "degraded": batch["degraded"].to(device, non_blocking=True),
                     "side": batch["side"].to(device, non_blocking=True),
+                    "index": batch["index"].to(device, non_blocking=True),
                 }
                 if needs_hr:
                     hr = batch["hr"].to(device, non_blocking=True).float()

@@ -86,6 +86,7 @@ class FaceDataset(Dataset):
             "label": int(self.source.labels[index]),
             "side": int(side) if degraded else int(native),
             "degraded": bool(degraded),
+            "index": int(index),  # the source's sample: teacher descriptors are looked up by it
         }
         if self.return_hr:
             item["hr"] = _chw(_to_input(pixels, self.input_size))
@@ -93,12 +94,13 @@ class FaceDataset(Dataset):
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stacks samples: images uint8 (B, 3, H, W), labels int64, sides int64, flags bool."""
+    """Stacks samples: images uint8 (B, 3, H, W), labels/sides/indices int64, flags bool."""
     batch = {
         "image": torch.stack([item["image"] for item in items]),
         "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
         "side": torch.tensor([item["side"] for item in items], dtype=torch.long),
         "degraded": torch.tensor([item["degraded"] for item in items], dtype=torch.bool),
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
     }
     if "hr" in items[0]:
         batch["hr"] = torch.stack([item["hr"] for item in items])

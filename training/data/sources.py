@@ -53,6 +53,10 @@ class FaceSource(ABC):
     def load(self, index: int) -> np.ndarray:
         """Sample ``index`` as RGB uint8 (112, 112, 3)."""
 
+    def sample_key(self, index: int) -> str:
+        """A stable name of sample ``index`` (teacher caches are keyed by it)."""
+        return str(index)
+
 
 def _keep_classes(
     labels: np.ndarray, names: Sequence[str], min_images: int, limit_classes: int | None
@@ -80,9 +84,15 @@ class _PathSource(FaceSource):
     class_names: list[str]
     loader: FaceLoader
     description: str
+    root: Path | None = None
 
     def load(self, index: int) -> np.ndarray:
         return self.loader.load(self.paths[index])
+
+    def sample_key(self, index: int) -> str:
+        """The image's path relative to the dataset root (POSIX)."""
+        path = self.paths[index]
+        return path.relative_to(self.root).as_posix() if self.root is not None else path.name
 
 
 class FolderSource(_PathSource):
@@ -129,6 +139,7 @@ class FolderSource(_PathSource):
             class_names=kept_names,
             loader=FaceLoader(mode=face_mode),  # type: ignore[arg-type]
             description=f"folder:{root.name} ({len(keep)} images, {len(kept_names)} ids)",
+            root=root,
         )
 
 
@@ -211,6 +222,7 @@ class LFWPeopleSource(_PathSource):
             description=(
                 f"lfw:{list_path.name} ({len(keep)} images, {len(kept_names)} ids)"
             ),
+            root=lfw_dir,
         )
 
 
@@ -244,6 +256,10 @@ class RecordIOSource(FaceSource):
         self.keys = self.keys[keep]
         self.description = f"recordio:{rec.name} ({len(keep)} images, {self.num_classes} ids)"
         logger.info("read %s", self.description)
+
+    def sample_key(self, index: int) -> str:
+        """``record/<key>``: the record's key in ``train.idx``."""
+        return f"record/{int(self.keys[index])}"
 
     def load(self, index: int) -> np.ndarray:
         _, payload = unpack_record(self.reader.read(int(self.keys[index])))

@@ -1,0 +1,234 @@
+"""Distillation from the dlib teacher: the loss, the descriptor cache, the face box, the
+objective inside the engine (with a fake cache), the CLI. dlib-dependent tests skip
+when the ``train-teacher`` extra is not installed (CI does not install it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.training.conftest import SyntheticSource, fake_lfw
+from training.config import ConfigError, TrainConfig, config_from_dict
+from training.data import FaceDataset, LFWPeopleSource, SampleKey, collate
+from training.engine import train
+from training.objectives import distillation_loss
+from training.teacher import (
+    TEACHER_DIM,
+    TEACHER_NAME,
+    TeacherCache,
+    build_cache,
+    face_rectangle,
+    lookup_table,
+)
+
+HAS_DLIB = (
+    importlib.util.find_spec("dlib") is not None
+    and importlib.util.find_spec("face_recognition_models") is not None
+)
+needs_dlib = pytest.mark.skipif(
+    not HAS_DLIB, reason="dlib / face-recognition-models not installed (extra train-teacher)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def test_distillation_loss_on_hand_made_vectors() -> None:
+    projected = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    teacher = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])  # cos 1, 0, -1
+    everyone = torch.tensor([True, True, True])
+    loss, per_sample = distillation_loss(projected, teacher, everyone)
+    assert torch.allclose(per_sample, torch.tensor([0.0, 1.0, 2.0]), atol=1e-6)
+    assert loss.item() == pytest.approx(1.0, abs=1e-6)
+    loss, _ = distillation_loss(projected, teacher, torch.tensor([True, True, False]))
+    assert loss.item() == pytest.approx(0.5, abs=1e-6)  # the masked sample does not count
+    loss, _ = distillation_loss(projected, teacher, torch.tensor([False, False, True]))
+    assert loss.item() == pytest.approx(2.0, abs=1e-6)
+    nobody = torch.zeros(3, dtype=torch.bool)
+    projected.requires_grad_(True)
+    loss, _ = distillation_loss(projected, teacher, nobody)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(projected.grad == 0)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def test_cache_round_trip_and_lookup(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(3, TEACHER_DIM)).astype(np.float32)
+    keys = ["images/A/A_0001.jpg", "images/A/A_0002.jpg", "images/B/B_0001.jpg"]
+    TeacherCache(keys=keys, descriptors=descriptors).save(tmp_path / "cache.npz")
+    cache = TeacherCache.load(tmp_path / "cache.npz")
+    assert cache.keys == keys and cache.teacher == TEACHER_NAME and cache.face_mode == "lfw"
+    np.testing.assert_array_equal(cache.descriptors, descriptors)
+
+    table, found = lookup_table(cache, ["images/B/B_0001.jpg", "images/C/C_0001.jpg", keys[0]])
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_array_equal(table[0], descriptors[2])
+    assert not table[1].any()
+    with pytest.raises(ValueError, match="not 'another'"):
+        TeacherCache.load(tmp_path / "cache.npz", teacher="another")
+    with pytest.raises(FileNotFoundError, match="teacher-cache"):
+        TeacherCache.load(tmp_path / "missing.npz")
+
+
+def test_build_cache_reuses_what_is_there(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    paths = [root / "images" / name / f"{name}_0001.jpg" for name in ("A", "B", "C")]
+    calls: list[str] = []
+
+    def describe(path: Path) -> np.ndarray:
+        calls.append(path.parent.name)
+        if path.parent.name == "C":
+            raise OSError("unreadable")  # left out, not fatal
+        return np.full(TEACHER_DIM, ord(path.parent.name), dtype=np.float32)
+
+    out = tmp_path / "cache.npz"
+    first = build_cache(paths[:2], root, out, describe=describe, progress=False)
+    assert first.keys == ["images/A/A_0001.jpg", "images/B/B_0001.jpg"] and calls == ["A", "B"]
+    second = build_cache(paths, root, out, describe=describe, progress=False)
+    assert calls == ["A", "B", "C"]  # only the new image was described
+    assert len(second) == 2 and TeacherCache.load(out).descriptors[1, 0] == ord("B")
+    with pytest.raises(ValueError, match="face mode"):
+        build_cache(paths, root, out, describe=describe, face_mode="aligned", progress=False)
+
+
+def test_face_rectangle_matches_dlibs_detector_on_lfw() -> None:
+    # dlib's HOG detector on 299 random LFW images: mean box (76, 84, 179, 187)
+    box = face_rectangle(250, 250, "lfw")
+    assert np.abs(np.subtract(box, (76, 84, 179, 187))).max() <= 2
+    half = face_rectangle(125, 125, "lfw")  # scales with the image
+    assert np.abs(np.subtract(half, np.divide(box, 2))).max() <= 1
+    assert face_rectangle(112, 112, "aligned")[2] <= 112
+    with pytest.raises(ValueError, match="face mode"):
+        face_rectangle(112, 112, "landmarks")
+
+
+def test_missing_dlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.teacher import DlibTeacher
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
+    with pytest.raises(ImportError, match="train-teacher"):
+        DlibTeacher()
+
+
+# --------------------------------------------------------------------------- data, config
+
+
+def test_dataset_yields_the_sample_index_and_sources_their_keys(tmp_path: Path) -> None:
+    fake_lfw(tmp_path, people=3, per_person=2)
+    (tmp_path / "peopleDevTrain.txt").write_text("3\nPerson_A\t2\nPerson_B\t2\nPerson_C\t2\n")
+    source = LFWPeopleSource(tmp_path, "peopleDevTrain.txt")
+    assert source.sample_key(3) == "images/Person_B/Person_B_0002.jpg"
+    batch = collate([FaceDataset(source)[SampleKey(i, 0, i)] for i in (5, 1)])
+    assert batch["index"].tolist() == [5, 1] and batch["index"].dtype == torch.long
+
+
+def test_distill_config_is_typed() -> None:
+    config = config_from_dict({"distill": {"cache": "c.npz", "weight": 2}})
+    assert config.distill is not None and config.distill.weight == 2.0
+    assert config_from_dict({}).distill is None
+    with pytest.raises(ConfigError, match="valid keys"):
+        config_from_dict({"distill": {"cache": "c.npz", "wieght": 1.0}})
+    with pytest.raises(ConfigError, match=r"distill\.weight"):
+        config_from_dict({"distill": {"cache": "c.npz", "weight": -1.0}})
+    with pytest.raises(ConfigError, match=r"distill\.cache"):
+        config_from_dict({"distill": {"weight": 1.0}})
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _fake_cache(path: Path, source: SyntheticSource, skip: int) -> None:
+    """One random teacher direction per identity; every ``skip``-th sample left out."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(source.num_classes, TEACHER_DIM)).astype(np.float32)
+    keep = [i for i in range(len(source)) if i % skip]
+    TeacherCache(
+        keys=[source.sample_key(i) for i in keep],
+        descriptors=centres[source.labels[keep]] * 1.4,
+    ).save(path)
+
+
+def test_distillation_trains_projection_and_backbone(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+
+    def run(max_steps: int) -> dict:
+        config = tiny_config(
+            head={"name": "arcface", "params": {"scale": 16.0}},
+            distill={"cache": str(tmp_path / "cache.npz"), "weight": 2.0},
+            engine={"max_steps": max_steps, "log_every": 1, "resume": "auto"},
+        )
+        train(config, source=source)
+        return torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+
+    start = run(1)
+    end = run(16)  # resumes from step 1: the projection is loaded from the checkpoint
+    assert start["head_name"] == "arcface+distill"
+    assert "weight" in end["head_state"]  # the class centres keep their key
+    moved = end["head_state"]["distill.projection.weight"]
+    assert moved.shape == (TEACHER_DIM, 32)
+    assert not torch.allclose(start["head_state"]["distill.projection.weight"], moved)
+    assert any(
+        not torch.allclose(start["backbone_state"][k].float(), v.float())
+        for k, v in end["backbone_state"].items()
+    )
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    losses = [r["train/distill_loss"] for r in records]
+    assert len(losses) == 16 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+    assert all(0.5 < r["train/distill_coverage"] <= 1.0 for r in records)  # 1 in 7 masked
+    assert {"train/distill_cos_hr", "train/distill_cos_lr", "train/base_loss"} <= set(records[0])
+
+
+def test_distillation_refuses_a_cache_without_the_training_images(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    TeacherCache(keys=["elsewhere.jpg"], descriptors=np.ones((1, TEACHER_DIM))).save(
+        tmp_path / "cache.npz"
+    )
+    config = tiny_config(distill={"cache": str(tmp_path / "cache.npz")})
+    with pytest.raises(ValueError, match="no descriptor"):
+        train(config, source=SyntheticSource())
+
+
+# --------------------------------------------------------------------------- dlib
+
+
+@needs_dlib
+def test_teacher_cache_cli_with_dlib(tmp_path: Path) -> None:
+    from lrfr.cli import app
+
+    fake_lfw(tmp_path, people=2, per_person=2)
+    (tmp_path / "peopleDevTrain.txt").write_text("2\nPerson_A\t2\nPerson_B\t2\n")
+    out = tmp_path / "cache.npz"
+    result = CliRunner().invoke(
+        app, ["teacher-cache", "--data", str(tmp_path), "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    cache = TeacherCache.load(out)
+    assert cache.keys[0] == "images/Person_A/Person_A_0001.jpg" and len(cache) == 4
+    norms = np.linalg.norm(cache.descriptors, axis=1)
+    assert np.all(np.isfinite(cache.descriptors)) and np.all(norms > 0.1)
+    again = CliRunner().invoke(
+        app, ["teacher-cache", "--data", str(tmp_path), "--out", str(out), "--no-progress"]
+    )
+    assert again.exit_code == 0 and "0 new" in again.output
