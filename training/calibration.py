@@ -126,6 +126,7 @@ def calibrate_artifact(
     lfw_dir: str | Path,
     *,
     view: int = 2,
+    pairs_file: str | None = None,
     impostors: Literal["all", "pairs"] = "all",
     batch_size: int = 128,
     threads: int | None = None,
@@ -134,12 +135,14 @@ def calibrate_artifact(
     """Calibrates ``onnx_path`` on LFW pairs and writes the thresholds into its metadata.
 
     Use ``view=1`` (``pairsDevTest.txt``) for models trained on LFW ``peopleDevTrain``:
-    View 2 shares identities with it.
+    View 2 shares identities with it; or ``pairs_file="pairsDevTrain.txt"`` to keep
+    DevTest untouched for evaluation (its images were seen in training, so genuine
+    scores there are optimistic).
 
     Returns:
         The calibration and the updated metadata.
     """
-    protocol = load_lfw(lfw_dir, view)
+    protocol = load_lfw(lfw_dir, view, pairs_file=pairs_file)
     model = OnnxModel(onnx_path, threads=threads)
     faces = load_faces(protocol.images, FaceLoader("lfw"), progress=progress)
     if tuple(model.input_size) != faces.shape[1:3]:

@@ -62,6 +62,7 @@ from training.objectives import (
     load_objective_state,
     objective_state,
 )
+from training.teacher import resolve_pretrained
 from training.validation import Validator
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,16 @@ class Trainer:
             "input_size": m.input_size,
             **m.kwargs,
         }
-        return create_backbone(m.backbone, **kwargs), m.backbone, kwargs, None
+        backbone = create_backbone(m.backbone, **kwargs)
+        if m.init_weights:
+            load_pretrained = getattr(backbone, "load_pretrained", None)
+            if load_pretrained is None:
+                raise ConfigError(f"model.init_weights: backbone {m.backbone!r} has no "
+                                  "released weights to start from (use dlib-resnet29)")
+            path = resolve_pretrained(m.init_weights)
+            load_pretrained(path)
+            logger.info("%s initialised from %s", m.backbone, path)
+        return backbone, m.backbone, kwargs, None
 
     def _sampler(self, source: FaceSource, ctx: DistContext) -> Any:
         c = self.config
@@ -459,7 +469,8 @@ class Trainer:
             if self.method != "margin":
                 raise ConfigError("distill works beside the margin head (lrfr train) only")
             keys = [source.sample_key(i) for i in range(len(source))]
-            objective = build_distillation(objective, c, keys, embedding_size)
+            objective = build_distillation(objective, c, keys, embedding_size,
+                                           labels=source.labels)
         head_name = objective.name if self.method == "margin" else (
             f"{start.get('head_name')}+{objective.name}"
             if start is not None and start.get("head_name") else objective.name

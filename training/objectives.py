@@ -27,11 +27,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.heads import create_head
+from training.config import ConfigError
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -181,6 +183,7 @@ class DistillObjective(Objective):
         found: (N,) bool, which rows hold a descriptor.
         embedding_size: D.
         weight: λ.
+        base_weight: factor on the base objective's loss.
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class DistillObjective(Objective):
         found: torch.Tensor,
         embedding_size: int,
         weight: float = 1.0,
+        base_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if table.ndim != 2 or table.shape[0] != found.shape[0]:
@@ -197,6 +201,7 @@ class DistillObjective(Objective):
         self.base = base
         self.projection = nn.Linear(embedding_size, table.shape[1], bias=False)
         self.weight = float(weight)
+        self.base_weight = float(base_weight)
         self.name = f"{base.name}+distill"
         self.needs_hr = base.needs_hr  # type: ignore[misc]
         # plain attributes, not buffers: DDP would broadcast them every step, and the
@@ -229,13 +234,34 @@ class DistillObjective(Objective):
             for part, chosen in (("hr", mask & ~degraded), ("lr", mask & degraded)):
                 weights = chosen.float()
                 stats[f"distill_cos_{part}"] = (cosine * weights).sum() / weights.sum().clamp_min(1)
-        return loss + self.weight * distill, stats
+        return self.base_weight * loss + self.weight * distill, stats
+
+
+def _class_mean_descriptors(
+    table: np.ndarray, found: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C, T) mean of each class's L2-normalised teacher descriptors, and which classes
+    have any."""
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    sums = np.zeros((num_classes, table.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels[found], unit[found])
+    counts = np.bincount(labels[found], minlength=num_classes)
+    has = counts > 0
+    sums[has] /= counts[has, None]
+    return sums.astype(np.float32), has
 
 
 def build_distillation(
-    base: Objective, config: TrainConfig, sample_keys: list[str], embedding_size: int
+    base: Objective,
+    config: TrainConfig,
+    sample_keys: list[str],
+    embedding_size: int,
+    labels: np.ndarray | None = None,
 ) -> DistillObjective:
-    """Wraps ``base`` with ``config.distill``, descriptors ordered like ``sample_keys``."""
+    """Wraps ``base`` with ``config.distill``, descriptors ordered like ``sample_keys``.
+
+    ``labels`` (the samples' identities) are needed for ``distill.init_centres``.
+    """
     from training.teacher import TeacherCache, lookup_table
 
     assert config.distill is not None
@@ -248,10 +274,31 @@ def build_distillation(
         )
     logger.info("distillation: %d/%d training images have a %s descriptor (λ = %g)",
                 int(found.sum()), len(found), cache.teacher, config.distill.weight)
-    return DistillObjective(
+    objective = DistillObjective(
         base, torch.from_numpy(table), torch.from_numpy(found), embedding_size,
-        weight=config.distill.weight,
+        weight=config.distill.weight, base_weight=config.distill.base_weight,
     )
+    d = config.distill
+    if (d.projection_init == "identity" or d.init_centres) and embedding_size != table.shape[1]:
+        raise ConfigError(
+            f"distill.projection_init=identity and distill.init_centres need an embedding "
+            f"of the teacher's size {table.shape[1]}, got {embedding_size}"
+        )
+    if d.projection_init == "identity":
+        with torch.no_grad():
+            objective.projection.weight.copy_(torch.eye(embedding_size))
+    if d.init_centres:
+        head = getattr(base, "head", None)
+        if head is None or labels is None:
+            raise ConfigError("distill.init_centres needs a margin head and the sample labels")
+        centres, has = _class_mean_descriptors(table, found, np.asarray(labels),
+                                               head.weight.shape[1])
+        with torch.no_grad():
+            columns = torch.from_numpy(centres[has].T.copy())
+            head.weight[:, torch.from_numpy(np.flatnonzero(has))] = columns.to(head.weight)
+        logger.info("class centres of %d/%d identities start at their mean teacher descriptor",
+                    int(has.sum()), len(has))
+    return objective
 
 
 #: Prefix of the distillation projection's entries in a checkpoint's ``head_state``.

@@ -187,6 +187,16 @@ def _model_files() -> tuple[str, str]:
     return str(files[0]), str(files[1])
 
 
+def resolve_pretrained(spec: str) -> str:
+    """``dlib`` -> the released ResNet file of ``face-recognition-models``; else a path."""
+    if spec == "dlib":
+        return _model_files()[1]
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {spec} (or use 'dlib')")
+    return str(path)
+
+
 class DlibTeacher:
     """dlib's 5-point shape predictor + face-recognition ResNet (loaded on creation).
 

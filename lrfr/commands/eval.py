@@ -27,7 +27,10 @@ eval_app = typer.Typer(
 INTERPOLATIONS = ("bicubic", "area", "bilinear", "lanczos", "nearest")
 FACE_MODES = ("lfw", "aligned", "landmarks")
 
-MODEL = typer.Option(..., "--model", "-m", help="model.onnx (+ .json beside it) or a checkpoint.")
+MODEL = typer.Option(
+    ..., "--model", "-m",
+    help="model.onnx (+ .json beside it), a checkpoint, or dlib (train-teacher extra).",
+)
 DATA = typer.Option(..., "--data", "-d", help="Dataset folder (see docs/evaluation.md).")
 OUT = typer.Option(..., "--out", "-o", help="Folder for the results files.")
 LIMIT = typer.Option(None, help="Evaluate a fixed subset: N pairs, or N probe identities.")

@@ -22,6 +22,10 @@ def export(
         2, help="LFW pairs for calibration: 2 = pairs.txt, 1 = pairsDevTest.txt (use 1 "
         "for models trained on peopleDevTrain)."
     ),
+    pairs_file: str | None = typer.Option(
+        None, "--pairs-file",
+        help="Calibrate on this pairs file of the LFW folder instead (e.g. pairsDevTrain.txt).",
+    ),
     impostors: str = typer.Option(
         "all", help="Impostor scores: 'all' different-person image pairs, or the 'pairs'."
     ),
@@ -64,7 +68,8 @@ def export(
         from training.calibration import calibrate_artifact
 
         calibration, metadata = calibrate_artifact(
-            out, calibrate_on, view=view, impostors=impostors  # type: ignore[arg-type]
+            out, calibrate_on, view=view, pairs_file=pairs_file,
+            impostors=impostors,  # type: ignore[arg-type]
         )
         typer.echo(f"calibrated on {calibration.source}: {calibration.genuine} genuine, "
                    f"{calibration.impostors} impostor pairs")

@@ -116,22 +116,36 @@ def lfw_image_folder(root: str | Path) -> Path:
     return root / "images" if (root / "images").is_dir() else root
 
 
-def load_lfw(root: str | Path, view: int = 2, *, check_files: bool = True) -> PairProtocol:
+def load_lfw(
+    root: str | Path,
+    view: int = 2,
+    *,
+    check_files: bool = True,
+    pairs_file: str | None = None,
+) -> PairProtocol:
     """LFW View 2 (``pairs.txt``, 10 published folds) or View 1 (``pairsDevTest.txt``).
 
     Args:
         root: the LFW folder (with ``images/`` and the pairs files).
         view: 2 for the benchmark, 1 for the development test split.
         check_files: fail early, naming the first few missing images.
+        pairs_file: another pairs file in ``root`` in the View 1 layout (e.g.
+            ``pairsDevTrain.txt``, for threshold calibration); overrides ``view``, and
+            its pairs get 10 interleaved folds like View 1.
     """
     root = Path(root)
     if view not in (1, 2):
         raise ValueError(f"LFW view must be 1 or 2, got {view}")
-    pairs_file = root / ("pairs.txt" if view == 2 else "pairsDevTest.txt")
-    if not pairs_file.is_file():
-        raise DatasetLayoutError(f"LFW pairs file not found: {pairs_file}")
-    pairs, labels, folds = parse_lfw_pairs(pairs_file)
-    if view == 1:
+    if pairs_file is not None:
+        path = root / pairs_file
+        name = f"lfw-{Path(pairs_file).stem}"
+    else:
+        path = root / ("pairs.txt" if view == 2 else "pairsDevTest.txt")
+        name = f"lfw-view{view}"
+    if not path.is_file():
+        raise DatasetLayoutError(f"LFW pairs file not found: {path}")
+    pairs, labels, folds = parse_lfw_pairs(path)
+    if view == 1 or pairs_file is not None:
         folds = interleaved_folds(labels, 10)
     folder = lfw_image_folder(root)
 
@@ -148,7 +162,7 @@ def load_lfw(root: str | Path, view: int = 2, *, check_files: bool = True) -> Pa
     left = np.asarray([lookup[image(a, i)] for a, i, _, _ in pairs], dtype=np.int64)
     right = np.asarray([lookup[image(b, j)] for _, _, b, j in pairs], dtype=np.int64)
     return PairProtocol(
-        name=f"lfw-view{view}", images=images, left=left, right=right,
+        name=name, images=images, left=left, right=right,
         labels=labels, folds=folds, fars=LFW_FARS,
     )
 
