@@ -208,12 +208,13 @@ class LFWPeopleSource(_PathSource):
             for number in range(1, count + 1):
                 paths.append(lfw_dir / "images" / name / f"{name}_{number:04d}.jpg")
                 labels.append(label)
-        missing = [p for p in paths[:: max(1, len(paths) // 50)] if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"LFW images missing, e.g. {missing[0]}")
         keep, new_labels, kept_names = _keep_classes(
             np.asarray(labels, dtype=np.int64), names, min_images, limit_classes
         )
+        # a sample of the images that are used (a packed copy may hold only those)
+        missing = [paths[i] for i in keep[:: max(1, len(keep) // 50)] if not paths[i].is_file()]
+        if missing:
+            raise FileNotFoundError(f"LFW images missing, e.g. {missing[0]}")
         super().__init__(
             paths=[paths[i] for i in keep],
             labels=new_labels,
