@@ -2,7 +2,10 @@
 
 Accepted formats: JPEG, PNG, WebP, BMP and PGM/PPM (Pillow's "PPM"). The pixel count is
 checked from the header *before* the pixels are decoded (decompression bombs), and
-grey, 16-bit, alpha and palette images are converted to 8-bit RGB.
+grey, 16-bit, alpha and palette images are converted to 8-bit RGB. Transparent pixels
+are composited over white (:data:`TRANSPARENT_BACKGROUND`), not reduced to whatever
+colour they happen to store (often black): a cut-out portrait then looks as it does
+on a page.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "PPM"})
 _FORMAT_NAMES = "JPEG, PNG, WebP, BMP, PGM/PPM"
+#: What transparent pixels are composited over.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
 
 
 def _accepted_signature(data: bytes) -> str | None:
@@ -67,8 +72,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
         grey = np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 

@@ -47,6 +47,25 @@ def test_other_modes_are_converted(mode: str) -> None:
     assert decoded.image.size == (5, 4)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_composited_over_white(mode: str) -> None:
+    pixels = np.zeros((2, 2, 4), dtype=np.uint8)  # black everywhere ...
+    pixels[0, 0] = (200, 100, 50, 255)  # ... one opaque pixel
+    pixels[0, 1] = (0, 0, 0, 128)  # half transparent black
+    image = Image.fromarray(pixels, mode="RGBA")
+    if mode == "LA":
+        image = image.convert("LA")
+    elif mode == "P":  # a palette with a transparent entry (PNG tRNS)
+        image = image.convert("RGB").convert("P")
+        image.info["transparency"] = image.getpixel((1, 1))
+    decoded = np.asarray(decode_image(encode(image, "PNG"), max_pixels=LIMIT).image)
+    assert decoded[1, 1].tolist() == [255, 255, 255]  # fully transparent -> white
+    assert decoded[0, 0].tolist() != [255, 255, 255]
+    if mode == "RGBA":
+        assert decoded[0, 0].tolist() == [200, 100, 50]
+        assert decoded[0, 1].tolist() == [127, 127, 127]
+
+
 def test_one_pixel_image() -> None:
     decoded = decode_image(encode(Image.new("L", (1, 1), 77), "PNG"), max_pixels=LIMIT)
     assert np.asarray(decoded.image).tolist() == [[[77, 77, 77]]]
