@@ -125,8 +125,9 @@ class ModelConfig:
         kwargs: further builder options, e.g. ``{width_multiplier: 0.5}``.
         init_weights: start from released weights instead of a random init (backbones
             with a ``load_pretrained`` method): ``dlib`` (dlib's face-recognition ResNet
-            from the ``face-recognition-models`` package, for ``dlib-resnet29``) or a path
-            to such a file. ``None``: random init.
+            from the ``face-recognition-models`` package, for ``dlib-resnet29``), a path
+            to such a file, or a training checkpoint (``.pt``/``.pth``) of the same
+            backbone (a new schedule from its weights: a second stage). ``None``: random.
     """
 
     backbone: str = "ir50"

@@ -355,7 +355,16 @@ class Trainer:
             **m.kwargs,
         }
         backbone = create_backbone(m.backbone, **kwargs)
-        if m.init_weights:
+        if m.init_weights and Path(m.init_weights).suffix in (".pt", ".pth"):
+            # a training checkpoint of the same backbone: a second stage of a recipe
+            start = torch.load(Path(m.init_weights), map_location="cpu", weights_only=False)
+            if start.get("backbone_name") != m.backbone:
+                raise ConfigError(f"model.init_weights {m.init_weights} holds a "
+                                  f"{start.get('backbone_name')!r}, not {m.backbone!r}")
+            backbone.load_state_dict(start["backbone_state"])
+            logger.info("%s initialised from the checkpoint %s (step %s)", m.backbone,
+                        m.init_weights, start.get("step"))
+        elif m.init_weights:
             load_pretrained = getattr(backbone, "load_pretrained", None)
             if load_pretrained is None:
                 raise ConfigError(f"model.init_weights: backbone {m.backbone!r} has no "

@@ -232,3 +232,86 @@ def test_teacher_cache_cli_with_dlib(tmp_path: Path) -> None:
         app, ["teacher-cache", "--data", str(tmp_path), "--out", str(out), "--no-progress"]
     )
     assert again.exit_code == 0 and "0 new" in again.output
+
+
+# --------------------------------------------------------------------------- student of the teacher
+
+
+def test_identity_projection_and_centres_from_the_teacher(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    from training.objectives import build_distillation, create_objective
+
+    source = SyntheticSource(classes=4, per_class=3)
+    _fake_cache(tmp_path / "cache.npz", source, skip=5)
+    config = tiny_config(
+        model={"embedding_size": TEACHER_DIM},
+        distill={"cache": str(tmp_path / "cache.npz"), "projection_init": "identity",
+                 "init_centres": True, "base_weight": 0.0},
+    )
+    base = create_objective("margin", config, source.num_classes, TEACHER_DIM)
+    keys = [source.sample_key(i) for i in range(len(source))]
+    objective = build_distillation(base, config, keys, TEACHER_DIM, labels=source.labels)
+    torch.testing.assert_close(objective.projection.weight, torch.eye(TEACHER_DIM))
+    cache = TeacherCache.load(tmp_path / "cache.npz")
+    for label in range(source.num_classes):
+        rows = [d for k, d in zip(cache.keys, cache.descriptors, strict=True)
+                if source.labels[keys.index(k)] == label]
+        mean = np.mean([r / np.linalg.norm(r) for r in rows], axis=0)
+        np.testing.assert_allclose(base.head.weight[:, label].detach().numpy(), mean,
+                                   rtol=1e-5, atol=1e-6)
+    # base_weight 0: the loss is the distillation term alone
+    batch = {
+        "input": torch.zeros(3, 3, 32, 32), "label": torch.tensor([0, 1, 2]),
+        "index": torch.tensor([0, 3, 6]), "degraded": torch.tensor([False, True, False]),
+        "quality": torch.ones(3), "side": torch.full((3,), 32),
+    }
+    teacher = objective.table[batch["index"]]
+
+    def student(x: torch.Tensor) -> torch.Tensor:  # outputs the teacher: zero distill loss
+        return teacher + 0 * x.sum()
+
+    loss, stats = objective(student, batch)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-5)
+    assert float(stats["base_loss"]) > 0.0
+
+
+def test_identity_projection_needs_the_teachers_size(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+    config = tiny_config(distill={"cache": str(tmp_path / "cache.npz"),
+                                  "projection_init": "identity"})
+    with pytest.raises(ConfigError, match="teacher's size 128, got 32"):
+        train(config, source=source)
+
+
+def test_init_weights_needs_a_backbone_with_released_weights(
+    tiny_config: Callable[..., TrainConfig]
+) -> None:
+    config = tiny_config(model={"init_weights": "dlib"})
+    with pytest.raises(ConfigError, match="no released weights"):
+        train(config, source=SyntheticSource())
+
+
+def test_init_weights_from_a_checkpoint_of_the_same_backbone(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    first = tiny_config(engine={"max_steps": 2, "out_dir": str(tmp_path / "one")})
+    train(first, source=SyntheticSource())
+    start = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    second = tiny_config(model={"init_weights": str(tmp_path / "one" / "last.pt")},
+                         engine={"max_steps": 1, "out_dir": str(tmp_path / "two"),
+                                 "resume": "none"}, optim={"lr": 1e-9, "weight_decay": 0.0})
+    train(second, source=SyntheticSource())
+    end = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
+    assert end["step"] == 1
+    for key, value in start["backbone_state"].items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(end["backbone_state"][key], value, msg=key)
+    other = tiny_config(
+        model={"backbone": "ir18", "init_weights": str(tmp_path / "one" / "last.pt")}
+    )
+    with pytest.raises(ConfigError, match="holds a 'ir-tiny'"):
+        train(other, source=SyntheticSource())

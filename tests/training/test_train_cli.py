@@ -77,6 +77,15 @@ def test_train_finetune_export_calibrate(identity_folder: Path, tmp_path: Path) 
     assert calibration["impostor_pairs"] == 448 and calibration["genuine_pairs"] == 16
     assert json.loads(out.with_suffix(".json").read_text())["thresholds"]["1e-2"] is not None
 
+    # another pairs file of the LFW folder (the model card calibrates on pairsDevTrain)
+    (lfw / "pairsDevTrain.txt").write_text((lfw / "pairsDevTest.txt").read_text())
+    result = runner.invoke(
+        app, ["export", str(tuned), "--out", str(out), "--calibrate-on", str(lfw),
+              "--pairs-file", "pairsDevTrain.txt"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "lfw-pairsDevTrain" in load_metadata(out).extra["calibration"]["source"]
+
 
 def test_config_errors_exit_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("engine: {batch_sise: 4}\n")

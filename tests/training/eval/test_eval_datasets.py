@@ -141,3 +141,14 @@ def test_lfw_view1_on_the_real_files(lfw_dir: Path) -> None:
     subset = protocol.subset(100)
     assert subset.pairs == 100 and subset.labels.sum() == 50
     assert np.bincount(subset.folds).tolist() == [10] * 10
+
+
+def test_lfw_devtrain_pairs_for_calibration(lfw_dir: Path) -> None:
+    protocol = load_lfw(lfw_dir, view=1, pairs_file="pairsDevTrain.txt")
+    assert protocol.name == "lfw-pairsDevTrain"
+    assert protocol.pairs == 2200 and protocol.labels.sum() == 1100
+    assert len(np.unique(protocol.folds)) == 10
+    devtest = {p.parent.name for p in load_lfw(lfw_dir, view=1).images}
+    assert not devtest & {p.parent.name for p in protocol.images}  # identity-disjoint
+    with pytest.raises(DatasetLayoutError, match="not found"):
+        load_lfw(lfw_dir, view=1, pairs_file="pairsNope.txt")
