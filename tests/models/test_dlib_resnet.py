@@ -16,6 +16,7 @@ import torch
 from models.backbones import DlibResNet, create_backbone
 from models.backbones.dlib_format import DlibFormatError, load_dlib_resnet, read_dlib_resnet
 from models.backbones.dlib_resnet import CHIP_SIZE, Affine, _padded_sum
+from models.quality_torch import laplacian_quality_torch
 
 # --------------------------------------------------------------------------- writer
 
@@ -195,3 +196,42 @@ def test_matches_dlib_on_its_own_chips(lfw_images_dir: Path) -> None:
     with torch.no_grad():
         ours = net.eval()(x).numpy()
     assert np.abs(ours - np.stack(expected)).max() < 1e-4
+
+
+# --------------------------------------------------------------------------- gated
+
+
+def test_quality_gate_picks_the_branch_per_image(tmp_path: Path) -> None:
+    from models.backbones.gated import QualityGated
+    from models.embedder import OnnxEmbedder
+    from models.export import export_checkpoint
+
+    sharp, blurred = random_net(4), random_net(5)
+    gated = create_backbone("dlib-resnet29-gated", embedding_size=128, gate=4.0)
+    assert isinstance(gated, QualityGated)
+    gated.sharp.load_state_dict(sharp.state_dict())
+    gated.blurred.load_state_dict(blurred.state_dict())
+    gated.eval()
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)  # q far above 4
+    flat = np.full((112, 112, 3), 90, dtype=np.uint8)  # q = 0
+    pixels = np.stack([noisy, flat])
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.5) / 127.5
+    with torch.no_grad():
+        out = gated(x)
+        expected_sharp = torch.nn.functional.normalize(sharp(x[:1]), dim=1)
+        expected_blurred = torch.nn.functional.normalize(blurred(x[1:]), dim=1)
+        q = gated.quality(x)
+    assert q[0] > 4.0 and q[1] == 0.0
+    torch.testing.assert_close(q, laplacian_quality_torch(x * 127.5 + 127.5))
+    torch.testing.assert_close(out[:1], expected_sharp)
+    torch.testing.assert_close(out[1:], expected_blurred)
+    checkpoint = {"backbone_name": "dlib-resnet29-gated",
+                  "backbone_kwargs": {"embedding_size": 128, "gate": 4.0},
+                  "backbone_state": gated.state_dict(), "step": 1}
+    out_path = tmp_path / "gated.onnx"
+    export_checkpoint(checkpoint, out_path, name="gated-test", version="1")
+    onnx_out = OnnxEmbedder(out_path).embed_pixels(pixels)
+    np.testing.assert_allclose(onnx_out, out.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="non-negative"):
+        QualityGated(sharp, blurred, gate=-1.0)
