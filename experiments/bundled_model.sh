@@ -5,7 +5,9 @@
 #   2. training: training/configs/lfw_cpu_dlib_student.yaml (dlib-resnet29 started from
 #      dlib's released weights, cross-resolution batches, distillation towards the
 #      teacher's sharp descriptors, Approach-2 head); ~70 minutes on 2 cores;
-#   3. export to ONNX with thresholds calibrated on LFW pairsDevTrain;
+#   3. the quality gate (experiments/gate.py, chosen on pairsDevTrain): dlib's released
+#      network for sharp crops, the student below the gate; export to ONNX with
+#      thresholds calibrated on LFW pairsDevTrain;
 #   4. evaluation on LFW pairsDevTest (both degraded + cross-resolution) of this model
 #      AND of dlib's own model (with its own alignment), by the same command, then the
 #      side-by-side table; ORL identification for reference.
@@ -23,7 +25,7 @@ ORL=${ORL:-../shared/data/orl}
 RUN=${RUN:-runs/lfw-cpu-dlib-student}
 CACHE=${CACHE:-runs/teacher/lfw_peopleDevTrain_dlib.npz}
 CARD=${CARD:-runs/card}
-NAME=${NAME:-lrfr-dlib-resnet29-lr}
+NAME=${NAME:-lrfr-lr-dlib-resnet29-gated}
 VERSION=${VERSION:-1.0.0}
 RESULTS=${RESULTS:-docs/results/dlib-student}
 TRAIN=${TRAIN:-1}
@@ -38,9 +40,11 @@ if [ "$TRAIN" = 1 ]; then
         --set "distill.cache=$CACHE" --set engine.progress=false
 fi
 
-lrfr export "$RUN/last.pt" --out "$CARD/model.onnx" --calibrate-on "$LFW" \
+python experiments/gate.py --student "$RUN/last.pt" --out "$CARD/gated.pt" --lfw "$LFW" \
+    | tee "$CARD/gate.md"
+lrfr export "$CARD/gated.pt" --out "$CARD/model.onnx" --calibrate-on "$LFW" \
     --pairs-file pairsDevTrain.txt --name "$NAME" --version "$VERSION" \
-    --training-data "LFW peopleDevTrain (1,184 people with >= 2 images, 6,671 images); starts from dlib_face_recognition_resnet_model_v1 (public domain)"
+    --training-data "LFW peopleDevTrain (1,184 people with >= 2 images, 6,671 images) fine-tuning of dlib_face_recognition_resnet_model_v1 (public domain); gate chosen on 600 pairsDevTrain pairs"
 
 evaluate() {  # $1: model, $2: output folder
     lrfr eval lfw --model "$1" --data "$LFW" --view 1 --resolutions 112,56,28,14,7 \
@@ -62,5 +66,5 @@ if [ -d "$ORL" ]; then
 fi
 cp "$CARD/ours/results.json" "$RESULTS/ours.json"
 [ "$EVAL_DLIB" = 1 ] && cp "$CARD/dlib/results.json" "$RESULTS/dlib.json"
-cp "$RUN/validation.jsonl" "$RUN/config.yaml" "$CARD/model.json" "$RESULTS/"
+cp "$RUN/validation.jsonl" "$RUN/config.yaml" "$CARD/model.json" "$CARD/gate.md" "$RESULTS/"
 echo "model: $CARD/model.onnx (copy it with its .json to models/bundled/lrfr.{onnx,json})"

@@ -13,15 +13,15 @@ import pytest
 from models.artifact import THRESHOLD_FARS, load_metadata
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "bundled" / "lrfr.onnx"
-#: Accuracy floors on the 200-pair subset (model card, full 1,000 pairs: see
-#: docs/model-card.md).
-FLOORS = {112: 0.94, 14: 0.80}
+#: Accuracy floors on the 200-pair subset, measured 96.0 % and 87.0 % (the full 1,000
+#: pairs: 97.3 % and 87.2 %, docs/model-card.md; the interim IR-18 scored 82.6 % at 14).
+FLOORS = {112: 0.94, 14: 0.84}
 
 
 def test_metadata_is_complete_and_calibrated() -> None:
     metadata = load_metadata(BUNDLED)  # also checks the SHA-256 of the ONNX file
-    assert metadata.name == "lrfr-dlib-resnet29-lr"
-    assert metadata.backbone == "dlib-resnet29" and metadata.embedding_size == 128
+    assert metadata.name == "lrfr-lr-dlib-resnet29-gated"
+    assert metadata.backbone == "dlib-resnet29-gated" and metadata.embedding_size == 128
     assert metadata.input_size == (112, 112)
     thresholds = [metadata.thresholds[far] for far in THRESHOLD_FARS]
     assert all(t is not None for t in thresholds)
@@ -45,4 +45,5 @@ def test_recognises_unseen_lfw_pairs(shared_data_dir: Path) -> None:
     )
     for side, floor in FLOORS.items():
         accuracy = run.results["resolutions"][str(side)]["accuracy"]
+        print(f"bundled model, 200 pairsDevTest pairs at {side} px: {100 * accuracy:.1f} %")
         assert accuracy >= floor, (side, accuracy)
