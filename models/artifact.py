@@ -13,12 +13,20 @@ Output: one embedding of ``embedding_size`` per image (not necessarily normalise
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 #: The false-accept rates at which thresholds are calibrated, as metadata keys.
@@ -27,6 +35,89 @@ THRESHOLD_FARS: tuple[str, ...] = ("1e-2", "1e-3", "1e-4")
 
 class ArtifactError(ValueError):
     """A model artifact is missing, malformed or inconsistent."""
+
+
+class QualityCell(BaseModel):
+    """Thresholds of the pairs whose lower quality falls in band ``low`` and higher in ``high``.
+
+    Attributes:
+        low: band of the lower Laplacian q of the two faces (0 = the poorest band).
+        high: band of the higher q; ``high >= low``.
+        thresholds: cosine threshold per FAR key; ``None`` when the impostors of this cell
+            were too few to measure that FAR.
+        tar: true-accept rate of the calibration's genuine pairs at each threshold.
+        genuine: genuine pairs measured in the cell.
+        impostors: impostor pairs measured in the cell.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: int = Field(ge=0)
+    high: int = Field(ge=0)
+    thresholds: dict[str, float | None]
+    tar: dict[str, float | None]
+    genuine: int = Field(ge=0)
+    impostors: int = Field(ge=0)
+
+
+class QualityCalibration(BaseModel):
+    """Decision thresholds as a function of the pair's Laplacian quality (version 1).
+
+    The q axis is cut into bands at ``edges`` (band k holds ``edges[k-1] <= q <
+    edges[k]``); a pair of faces with qualities q1, q2 is decided with the cell
+    (band(min), band(max)). ``models.decision`` holds the rule; ``training.calibration``
+    measures the cells. Artifacts without this field decide with their single threshold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    quality: Literal["laplacian"] = Field(
+        default="laplacian", description="q = mean |L| of the 112 crop (METHODS §3)."
+    )
+    edges: tuple[float, ...] = Field(description="Ascending inner band edges on q.")
+    cells: tuple[QualityCell, ...]
+    tar_floor: float = Field(
+        ge=0.0, le=1.0,
+        description="Under this TAR at the target FAR a cell's pairs are 'undecidable'.",
+    )
+    source: str = Field(description="What the thresholds were measured on.")
+
+    @field_validator("edges")
+    @classmethod
+    def _ascending(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"band edges must be strictly ascending, got {value}")
+        return value
+
+    @field_validator("cells")
+    @classmethod
+    def _valid_cells(cls, value: tuple[QualityCell, ...]) -> tuple[QualityCell, ...]:
+        for cell in value:
+            if cell.high < cell.low:
+                raise ValueError(f"cell ({cell.low}, {cell.high}): high band below low band")
+            for far, t in cell.thresholds.items():
+                if far not in THRESHOLD_FARS:
+                    raise ValueError(f"cell ({cell.low}, {cell.high}): unknown FAR key {far}")
+                if t is not None and not -1.0 <= t <= 1.0:
+                    raise ValueError(f"cell ({cell.low}, {cell.high}): threshold {t} not a cosine")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> QualityCalibration:
+        bands = len(self.edges) + 1
+        wanted = {(lo, hi) for lo in range(bands) for hi in range(lo, bands)}
+        have = [(c.low, c.high) for c in self.cells]
+        if len(set(have)) != len(have) or set(have) != wanted:
+            raise ValueError(
+                f"{bands} bands need exactly one cell per (low <= high) band pair: "
+                f"{len(wanted)} cells, got {len(have)}"
+            )
+        return self
+
+    @property
+    def bands(self) -> int:
+        return len(self.edges) + 1
 
 
 class ModelMetadata(BaseModel):
@@ -56,6 +147,11 @@ class ModelMetadata(BaseModel):
     thresholds: dict[str, float | None] = Field(
         default_factory=lambda: dict.fromkeys(THRESHOLD_FARS),
         description="Cosine thresholds keyed by false-accept rate; null until calibrated.",
+    )
+    quality_calibration: QualityCalibration | None = Field(
+        default=None,
+        description="Thresholds per quality band (versioned); without it the service "
+        "decides every pair with ``thresholds``.",
     )
     extra: dict[str, object] = Field(default_factory=dict, description="Free-form notes.")
 
