@@ -201,16 +201,22 @@ def delete_face(session: Session, *, face_id: int) -> None:
     session.execute(delete(Face).where(Face.id == face_id))
 
 
-def subjects_of_faces(session: Session, *, face_ids: Sequence[int]) -> dict[int, str]:
-    """Maps face id -> subject external id, for the faces that still exist."""
+def subjects_of_faces(
+    session: Session, *, face_ids: Sequence[int]
+) -> dict[int, tuple[str, float]]:
+    """Maps face id -> (subject external id, the face's Laplacian q), for the faces that
+    still exist."""
     if not len(face_ids):
         return {}
     rows = session.execute(
-        select(Face.id, Subject.external_id)
+        select(Face.id, Subject.external_id, Face.laplacian)
         .join(Subject, Subject.id == Face.subject_id)
         .where(Face.id.in_([int(i) for i in face_ids]))
     )
-    return {int(face_id): external_id for face_id, external_id in rows}
+    return {
+        int(face_id): (external_id, float(laplacian))
+        for face_id, external_id, laplacian in rows
+    }
 
 
 def faces_for_reembedding(session: Session, *, gallery_id: int) -> list[tuple[int, bytes | None]]:

@@ -27,7 +27,6 @@ from service.metrics import ServiceMetrics
 from service.schemas import (
     FaceOut,
     GalleryOut,
-    Match,
     ModelInfo,
     Quality,
     SubjectDetail,
@@ -64,6 +63,16 @@ def _subject_out(subject: Subject, face_count: int) -> SubjectOut:
         created_at=subject.created_at,
     )
 
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A subject found by a search: its best face, that face's similarity and quality."""
+
+    subject: str
+    similarity: float
+    face: int
+    face_quality: float
 
 @dataclass
 class StartupReport:
@@ -442,7 +451,7 @@ class GalleryService:
 
     # -- search ------------------------------------------------------------------------------
 
-    def search(self, *, gallery: str, vector: np.ndarray, top_k: int) -> list[Match]:
+    def search(self, *, gallery: str, vector: np.ndarray, top_k: int) -> list[Candidate]:
         """The ``top_k`` most similar subjects (best face of each), best first."""
         with self._sessions() as session:
             row = self._require_gallery(session, gallery)
@@ -461,12 +470,16 @@ class GalleryService:
                 sims, ids = index.search(vector, min(k, total))
             with self._sessions() as session:
                 owners = crud.subjects_of_faces(session, face_ids=ids.tolist())
-            best: dict[str, Match] = {}
+            best: dict[str, Candidate] = {}
             for similarity, face_id in zip(sims.tolist(), ids.tolist(), strict=True):
-                owner = owners.get(int(face_id))
-                if owner is None or owner in best:
+                found = owners.get(int(face_id))
+                if found is None or found[0] in best:
                     continue  # deleted meanwhile, or a worse face of a subject already in
-                best[owner] = Match(subject=owner, similarity=float(similarity), face=int(face_id))
+                owner, quality = found
+                best[owner] = Candidate(
+                    subject=owner, similarity=float(similarity), face=int(face_id),
+                    face_quality=quality,
+                )
             if len(best) >= top_k or k >= total:
                 return list(best.values())[:top_k]
             k *= 4

@@ -11,6 +11,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from models.artifact import ModelMetadata
+from models.decision import Decision, DecisionRule, UnknownFarError
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
 from service import crud
@@ -21,8 +22,10 @@ from service.images import decode_image
 from service.schemas import (
     EnrollResponse,
     IdentifyResponse,
+    Match,
     ModelInfo,
     Quality,
+    QualityBand,
     QualityResponse,
     ReembedResponse,
     RefusedFace,
@@ -81,15 +84,22 @@ class RecognitionService:
         self.model = model
         self._batcher = batcher
         self.galleries = galleries
+        self.rule = DecisionRule(model, fallback_threshold=settings.fallback_threshold)
+        self.target_far = self.rule.check_far(settings.target_far)
 
     @property
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.model.name, version=self.model.version)
 
-    @property
-    def default_threshold(self) -> float:
-        """FAR 1e-3 threshold of the model if calibrated, else the configured fallback."""
-        return self.model.default_threshold(self._settings.fallback_threshold)
+    def _far(self, far: str | None) -> str:
+        """The FAR key of a request: its own (one the model is calibrated at) or the
+        service's target."""
+        if far is None:
+            return self.target_far
+        try:
+            return self.rule.check_far(far)
+        except UnknownFarError as exc:
+            raise InvalidRequestError(str(exc)) from exc
 
     # -- images ------------------------------------------------------------------------------
 
@@ -130,36 +140,68 @@ class RecognitionService:
         return QualityResponse(quality=face.quality)
 
     async def verify(
-        self, first: Upload, second: Upload, *, threshold: float | None
+        self, first: Upload, second: Upload, *, threshold: float | None, far: str | None = None
     ) -> VerifyResponse:
+        key = self._far(far)
         faces = await self.prepare([first, second])
         vectors = await self.embed(faces)
         similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
-        used = self.default_threshold if threshold is None else threshold
+        q1, q2 = (face.quality.laplacian for face in faces)
+        decision = self.rule.decide(similarity, q1, q2, far=key, threshold=threshold)
         return VerifyResponse(
             similarity=similarity,
-            match=similarity >= used,
-            threshold=used,
+            decision=decision.decision,
+            match=decision.match,
+            threshold=decision.threshold,
+            far=decision.far,
+            band=_band_out(decision),
+            tar=decision.tar,
+            reason=decision.reason,
             quality=[face.quality for face in faces],
             model=self.model_info,
         )
 
     async def identify(
-        self, upload: Upload, *, gallery: str, top_k: int, threshold: float | None
+        self,
+        upload: Upload,
+        *,
+        gallery: str,
+        top_k: int,
+        threshold: float | None,
+        far: str | None = None,
     ) -> IdentifyResponse:
         if top_k > self._settings.max_top_k:
             raise InvalidRequestError(f"top_k must be at most {self._settings.max_top_k}")
+        key = self._far(far)
         (face,) = await self.prepare([upload])
         vector = (await self.embed([face]))[0]
-        matches = await run_in_threadpool(
+        candidates = await run_in_threadpool(
             lambda: self.galleries.search(gallery=gallery, vector=vector, top_k=top_k)
         )
-        used = self.default_threshold if threshold is None else threshold
-        decision = "match" if matches and matches[0].similarity >= used else "unknown"
+        probe_q = face.quality.laplacian
+        decided = [
+            self.rule.decide(c.similarity, probe_q, c.face_quality, far=key, threshold=threshold)
+            for c in candidates
+        ]
+        matches = [
+            Match(
+                subject=c.subject, similarity=c.similarity, face=c.face,
+                face_quality=c.face_quality, threshold=d.threshold, decision=d.decision,
+            )
+            for c, d in zip(candidates, decided, strict=True)
+        ]
+        # open set: the best candidate decides (FNIR/FPIR are defined on the top score)
+        best = decided[0] if decided else None
+        outcome = "unknown"
+        if best is not None and best.decision != "no_match":
+            outcome = best.decision
         return IdentifyResponse(
             matches=matches,
-            decision=decision,
-            threshold=used,
+            decision=outcome,
+            threshold=None if best is None else best.threshold,
+            far=key if best is None else best.far,
+            band=None if best is None else _band_out(best),
+            reason=None if best is None else best.reason,
             quality=face.quality,
             model=self.model_info,
         )
@@ -243,3 +285,13 @@ class RecognitionService:
         )
         logger.info("re-embedded %d faces of gallery '%s'", len(ids), gallery)
         return ReembedResponse(gallery=gallery, faces=out.faces, model=out.model)
+
+
+def _band_out(decision: Decision) -> QualityBand | None:
+    band = decision.band
+    if band is None:
+        return None
+    return QualityBand(
+        low=band.low, high=band.high, low_range=band.low_range, high_range=band.high_range,
+        label=band.label,
+    )

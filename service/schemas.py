@@ -77,10 +77,37 @@ class ModelInfo(BaseModel):
     version: str
 
 
+class QualityBand(BaseModel):
+    """The quality cell a pair was decided in (models/decision.py)."""
+
+    low: int = Field(description="Band of the lower q of the two faces (0 = poorest).")
+    high: int = Field(description="Band of the higher q.")
+    low_range: tuple[float | None, float | None] = Field(
+        description="[from, to) of q in the lower face's band; null = open."
+    )
+    high_range: tuple[float | None, float | None]
+    label: str
+
+
 class VerifyResponse(BaseModel):
     similarity: float
-    match: bool
-    threshold: float
+    decision: Literal["match", "no_match", "undecidable"] = Field(
+        description="'undecidable': the faces are too poor for the model to tell at this FAR."
+    )
+    match: bool = Field(description="decision == 'match'.")
+    threshold: float | None = Field(
+        description="Cosine threshold of the pair's quality band (or the one sent); null "
+        "when the band has none at this FAR."
+    )
+    far: str | None = Field(
+        description="The false-accept rate the threshold stands for; null for a threshold "
+        "sent by the caller or an uncalibrated model."
+    )
+    band: QualityBand | None = Field(description="Null for a model without quality bands.")
+    tar: float | None = Field(
+        description="Calibrated true-accept rate at this threshold in this band."
+    )
+    reason: str | None = Field(description="Why the pair is undecidable.")
     quality: list[Quality]
     model: ModelInfo
 
@@ -89,12 +116,22 @@ class Match(BaseModel):
     subject: str
     similarity: float
     face: int
+    face_quality: float = Field(description="Laplacian q of the gallery face when enrolled.")
+    threshold: float | None = Field(description="Threshold of the probe-vs-face pair's band.")
+    decision: Literal["match", "no_match", "undecidable"]
 
 
 class IdentifyResponse(BaseModel):
     matches: list[Match]
-    decision: Literal["match", "unknown"]
-    threshold: float
+    decision: Literal["match", "unknown", "undecidable"] = Field(
+        description="Open-set answer from the best candidate: 'match' when its similarity "
+        "reaches its band's threshold, 'unknown' when not (or the gallery is empty), "
+        "'undecidable' when the probe is too poor to decide against it."
+    )
+    threshold: float | None = Field(description="The best candidate's threshold.")
+    far: str | None
+    band: QualityBand | None
+    reason: str | None
     quality: Quality
     model: ModelInfo
 

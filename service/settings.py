@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.artifact import THRESHOLD_FARS
+
 logger = logging.getLogger(__name__)
 
 #: Where a trained model is dropped to become the default (inside the ``models`` package).
@@ -50,6 +52,18 @@ class Settings(BaseSettings):
     )
     admin_keys: KeyList = Field(default_factory=list, description="Keys that may enroll/delete.")
     client_keys: KeyList = Field(default_factory=list, description="Keys that may read/verify.")
+    metrics_keys: KeyList = Field(
+        default_factory=list, description="Keys that may read /metrics (admin keys may too)."
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without a key (only where the port is on a private network).",
+    )
+    metrics_gallery_labels: bool = Field(
+        default=False,
+        description="Publish each gallery's size under its name (lrfr_gallery_faces{gallery}); "
+        "off: only totals, so /metrics names no gallery.",
+    )
     dev_mode: bool = Field(
         default=False, description="Allow running without API keys (every caller is admin)."
     )
@@ -61,6 +75,11 @@ class Settings(BaseSettings):
     )
     fallback_threshold: float = Field(
         default=0.35, ge=-1, le=1, description="Used when the model has no FAR 1e-3 threshold."
+    )
+    target_far: str = Field(
+        default="1e-3",
+        description="False-accept rate the decisions are made at, one of the model's "
+        "calibrated ones (1e-2, 1e-3, 1e-4); a request may ask for another with 'far'.",
     )
     max_top_k: int = Field(default=100, gt=0)
     batch_window_ms: float = Field(default=2.0, ge=0, description="Micro-batch collection window.")
@@ -81,12 +100,27 @@ class Settings(BaseSettings):
         default=True, description="Keep each enrolled face (PNG) so galleries can be re-embedded."
     )
 
-    @field_validator("admin_keys", "client_keys", "execution_providers", mode="before")
+    @field_validator(
+        "admin_keys", "client_keys", "metrics_keys", "execution_providers", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_keys(value)
 
-    @field_validator("admin_keys", "client_keys")
+    @field_validator("target_far")
+    @classmethod
+    def _known_far(cls, value: str) -> str:
+        for key in THRESHOLD_FARS:
+            try:
+                if float(value) == float(key):
+                    return key
+            except ValueError:
+                break
+        raise ValueError(
+            f"LRFR_TARGET_FAR must be one of {', '.join(THRESHOLD_FARS)}, got {value!r}"
+        )
+
+    @field_validator("admin_keys", "client_keys", "metrics_keys")
     @classmethod
     def _key_length(cls, keys: list[str]) -> list[str]:
         short = [key for key in keys if len(key) < 16]
@@ -111,6 +145,8 @@ class Settings(BaseSettings):
         both = set(self.admin_keys) & set(self.client_keys)
         if both:
             raise ValueError("a key cannot be both an admin and a client key")
+        if set(self.metrics_keys) & (set(self.admin_keys) | set(self.client_keys)):
+            raise ValueError("a metrics key cannot also be an admin or a client key")
         return self
 
     @property

@@ -14,6 +14,7 @@ that the impostor count cannot measure gets ``null``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,17 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from models.artifact import THRESHOLD_FARS, ModelMetadata, load_metadata, write_metadata
+from models.artifact import (
+    THRESHOLD_FARS,
+    ModelMetadata,
+    QualityCalibration,
+    QualityCell,
+    load_metadata,
+    write_metadata,
+)
 from models.embedder import resize_to_input
+from models.quality import laplacian_score
+from training.degrade import degrade
 from training.eval.datasets import load_lfw
 from training.eval.embedding import OnnxModel, embed_batched
 from training.eval.metrics import threshold_at_far
@@ -172,3 +182,308 @@ def calibrate_artifact(
     write_metadata(onnx_path, updated)
     logger.info("calibrated %s on %s: %s", onnx_path, calibration.source, calibration.thresholds)
     return calibration, load_metadata(onnx_path)
+
+
+# --------------------------------------------------------------- thresholds per quality band
+
+#: Sides (px) the calibration faces are degraded to: every resolution the service meets.
+CALIBRATION_SIDES: tuple[int, ...] = (7, 8, 10, 12, 14, 17, 20, 24, 28, 34, 40, 56, 112)
+#: Sides whose median q separates the quality bands (edges at their geometric midpoints).
+BAND_SIDES: tuple[int, ...] = (7, 10, 14, 20, 28, 40, 56, 112)
+#: Cosine histogram resolution of the per-cell score counts.
+HISTOGRAM_BINS = 20_000
+#: A FAR is measured in a cell only with at least this many allowed false accepts
+#: (impostors x FAR); fewer make the threshold a coin toss of a few pairs.
+MIN_FALSE_ACCEPTS = 10
+#: Default floor under which a cell's TAR at the target FAR makes its pairs undecidable.
+DEFAULT_TAR_FLOOR = 0.05
+
+
+@dataclass
+class DegradedSet:
+    """Faces embedded at several sides: what the quality calibration measures.
+
+    Attributes:
+        embeddings: (S, N, D) L2-normalised, one block per side.
+        quality: (S, N) Laplacian q of each degraded face as the network sees it.
+        identities: (N,) person of each face; ``None`` when every face is a different
+            person with no label (impostor pairs only).
+        name: what the faces are, for the calibration's ``source``.
+    """
+
+    embeddings: np.ndarray
+    quality: np.ndarray
+    identities: np.ndarray | None
+    name: str
+
+
+def embed_degraded(
+    model: OnnxModel,
+    faces: np.ndarray,
+    *,
+    sides: Sequence[int] = CALIBRATION_SIDES,
+    identities: Sequence[str] | None,
+    name: str,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> DegradedSet:
+    """Degrades 112 crops to every side (METHODS §5), scores and embeds them."""
+    size = tuple(model.input_size)
+    blocks, qualities = [], []
+    for side in sides:
+        pixels = np.stack([degrade(face, side) for face in faces])
+        if size != pixels.shape[1:3]:
+            pixels = np.stack([resize_to_input(Image.fromarray(p), size) for p in pixels])
+        qualities.append([laplacian_score(p).laplacian for p in pixels])
+        blocks.append(embed_batched(model, pixels, batch_size=batch_size, progress=progress,
+                                    desc=f"{name} at {side} px"))
+    return DegradedSet(
+        embeddings=np.stack(blocks),
+        quality=np.asarray(qualities, dtype=np.float64),
+        identities=None if identities is None else np.asarray(identities),
+        name=name,
+    )
+
+
+def band_edges(quality: np.ndarray, sides: Sequence[int], band_sides: Sequence[int] = BAND_SIDES,
+               *, gate: float | None = None) -> tuple[float, ...]:
+    """Band edges on q: geometric midpoints of the median q at consecutive ``band_sides``.
+
+    Args:
+        quality: (S, N) q of faces degraded to ``sides``.
+        sides: the side of each row of ``quality``.
+        band_sides: sides whose median q anchors a band.
+        gate: a quality gate of the model (its branch switches there); it becomes an
+            edge itself, replacing the nearest one, so no band straddles two branches.
+    """
+    row = {side: i for i, side in enumerate(sides)}
+    missing = [s for s in band_sides if s not in row]
+    if missing:
+        raise ValueError(f"band sides {missing} were not measured (sides: {list(sides)})")
+    medians = sorted(float(np.median(quality[row[s]])) for s in band_sides)
+    edges = [float(np.sqrt(a * b)) for a, b in itertools.pairwise(medians)]
+    if gate is not None:
+        nearest = int(np.argmin([abs(np.log(e / gate)) for e in edges]))
+        edges[nearest] = float(gate)
+    edges = sorted(set(round(e, 4) for e in edges))
+    return tuple(edges)
+
+
+class CellHistograms:
+    """Score histograms of genuine and impostor pairs per quality cell.
+
+    Counting every pair in fixed cosine bins (width 2 / ``HISTOGRAM_BINS``) keeps memory
+    flat however many pairs there are (a billion for LFW DevTrain at 13 sides).
+    """
+
+    def __init__(self, edges: Sequence[float], bins: int = HISTOGRAM_BINS) -> None:
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.bands = len(self.edges) + 1
+        self.bins = bins
+        shape = (self.bands * self.bands, bins)
+        self.genuine = np.zeros(shape, dtype=np.int64)
+        self.impostor = np.zeros(shape, dtype=np.int64)
+
+    def _cells(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+        low = np.searchsorted(self.edges, np.minimum(qa, qb), side="right")
+        high = np.searchsorted(self.edges, np.maximum(qa, qb), side="right")
+        return low * self.bands + high
+
+    def _bins(self, scores: np.ndarray) -> np.ndarray:
+        position = np.floor((np.clip(scores, -1.0, 1.0) + 1.0) / 2.0 * self.bins)
+        return np.minimum(position.astype(np.int64), self.bins - 1)
+
+    def add(self, scores: np.ndarray, qa: np.ndarray, qb: np.ndarray, genuine: np.ndarray,
+            impostor: np.ndarray) -> None:
+        """Counts the pairs selected by the boolean masks (all arrays one shape)."""
+        size = self.bands * self.bands * self.bins
+        for mask, counts in ((genuine, self.genuine), (impostor, self.impostor)):
+            if mask.any():
+                flat = self._cells(qa[mask], qb[mask]) * self.bins + self._bins(scores[mask])
+                counts += np.bincount(flat, minlength=size).reshape(counts.shape)
+
+    def bin_edge(self, index: int) -> float:
+        """The lower cosine of bin ``index``."""
+        return -1.0 + 2.0 * index / self.bins
+
+    def threshold(self, cell: int, far: float, counts: np.ndarray | None = None) -> float | None:
+        """The lowest bin edge accepting at most ``far`` of the cell's impostors; ``None``
+        when the impostors allow fewer than :data:`MIN_FALSE_ACCEPTS` false accepts."""
+        hist = self.impostor[cell] if counts is None else counts
+        total = int(hist.sum())
+        allowed = int(np.floor(total * far + 1e-9))
+        if allowed < MIN_FALSE_ACCEPTS:
+            return None
+        above = np.cumsum(hist[::-1])[::-1]  # above[i] = impostors in bins >= i
+        ok = np.nonzero(above <= allowed)[0]
+        index = int(ok[0]) if ok.size else self.bins
+        return min(1.0, self.bin_edge(index))
+
+    def tar(self, cell: int, threshold: float) -> float | None:
+        hist = self.genuine[cell]
+        total = int(hist.sum())
+        if total == 0:
+            return None
+        index = round((threshold + 1.0) / 2.0 * self.bins)
+        return float(hist[index:].sum() / total)
+
+
+def count_pairs(histograms: CellHistograms, data: DegradedSet, *, chunk: int = 2048) -> None:
+    """Adds every pair of ``data`` at every pair of sides to ``histograms``.
+
+    Pairs are (face i at side a, face j at side b) with i != j: for a == b each unordered
+    pair once, for a != b both orders (they are different pairs of images). Pairs of a
+    face with itself are left out. Labelled faces give genuine (same identity) and
+    impostor pairs; unlabelled ones (each a different person) impostor pairs only.
+    """
+    sides, n = data.quality.shape
+    ids = data.identities
+    for a in range(sides):
+        for b in range(a, sides):
+            for start in range(0, n, chunk):
+                rows = np.arange(start, min(start + chunk, n))
+                scores = data.embeddings[a, rows] @ data.embeddings[b].T
+                cols = np.arange(n)[None, :]
+                valid = cols > rows[:, None] if a == b else cols != rows[:, None]
+                same = (
+                    ids[rows][:, None] == ids[None, :] if ids is not None
+                    else np.zeros_like(valid)
+                )
+                qa = np.broadcast_to(data.quality[a, rows][:, None], scores.shape)
+                qb = np.broadcast_to(data.quality[b][None, :], scores.shape)
+                histograms.add(scores, qa, qb, valid & same, valid & ~same)
+
+
+def calibrate_quality(
+    labelled: DegradedSet,
+    extra_impostors: Sequence[DegradedSet] = (),
+    *,
+    edges: Sequence[float],
+    fars: Sequence[str] = THRESHOLD_FARS,
+    tar_floor: float = DEFAULT_TAR_FLOOR,
+) -> QualityCalibration:
+    """Thresholds per quality cell at each FAR.
+
+    Genuine pairs come from ``labelled``; impostors from ``labelled`` and, separately,
+    from each of ``extra_impostors`` (faces of people the model may never have seen).
+    Each cell's threshold is the **highest** of the thresholds that the impostor sources
+    measure there, so the FAR bound holds on every source: a model fine-tuned on the
+    labelled people can push their impostors apart further than strangers'.
+    """
+    main = CellHistograms(edges)
+    count_pairs(main, labelled)
+    others = []
+    for data in extra_impostors:
+        histograms = CellHistograms(edges)
+        count_pairs(histograms, data)
+        others.append(histograms)
+    cells = []
+    for low in range(main.bands):
+        for high in range(low, main.bands):
+            cell = low * main.bands + high
+            thresholds: dict[str, float | None] = {}
+            tar: dict[str, float | None] = {}
+            for key in fars:
+                measured = [h.threshold(cell, float(key)) for h in (main, *others)]
+                usable = [t for t in measured if t is not None]
+                thresholds[key] = max(usable) if usable else None
+                tar[key] = None if not usable else main.tar(cell, max(usable))
+            cells.append(QualityCell(
+                low=low, high=high, thresholds=thresholds, tar=tar,
+                genuine=int(main.genuine[cell].sum()),
+                impostors=int(main.impostor[cell].sum()
+                              + sum(h.impostor[cell].sum() for h in others)),
+            ))
+    names = ", ".join([labelled.name, *(d.name for d in extra_impostors)])
+    sides = labelled.quality.shape[0]
+    return QualityCalibration(
+        edges=tuple(edges), cells=tuple(cells), tar_floor=tar_floor,
+        source=f"{names}; every face degraded to {sides} sides in 7..112 px, all pairs",
+    )
+
+
+def _model_gate(metadata: ModelMetadata) -> float | None:
+    """The quality gate of a gated model (its branches switch there), if any."""
+    gate = metadata.extra.get("gate")
+    if isinstance(gate, dict) and isinstance(gate.get("threshold"), int | float):
+        return float(gate["threshold"])
+    return None
+
+
+def load_unlabelled_faces(folder: str | Path, limit: int | None, *, seed: int = 0) -> np.ndarray:
+    """112 crops of a folder of aligned faces, each a different person (e.g.
+    ``faces-extra/aaf``): a fixed random sample of ``limit`` of them."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        raise ValueError(f"no .jpg/.png faces in {folder}")
+    if limit is not None and limit < len(files):
+        keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
+        files = [files[i] for i in keep]
+    loader = FaceLoader("aligned")
+    return np.stack([loader.load(f) for f in files])
+
+
+def calibrate_quality_artifact(
+    onnx_path: str | Path,
+    lfw_dir: str | Path,
+    *,
+    pairs_file: str = "pairsDevTrain.txt",
+    extra_impostors: str | Path | None = None,
+    extra_limit: int | None = 3000,
+    sides: Sequence[int] = CALIBRATION_SIDES,
+    tar_floor: float = DEFAULT_TAR_FLOOR,
+    batch_size: int = 128,
+    threads: int | None = None,
+    progress: bool = True,
+) -> ModelMetadata:
+    """Recalibrates ``onnx_path`` in place: thresholds per quality band and, from the
+    sharp faces, the single thresholds; the ONNX file is untouched and the metadata
+    keeps its SHA-256.
+
+    Args:
+        onnx_path: the artifact.
+        lfw_dir: LFW folder; the images of ``pairs_file`` (training-side: DevTrain)
+            give genuine and impostor pairs.
+        pairs_file: the LFW pairs file whose images are used.
+        extra_impostors: a folder of aligned faces of people outside LFW, each a
+            different person (``faces-extra/aaf``): impostors the model never trained on.
+        extra_limit: how many of those faces (a fixed random sample).
+        sides: the resolutions every face is degraded to.
+        tar_floor: cells whose TAR at a FAR is under this answer 'undecidable'.
+    """
+    metadata = load_metadata(onnx_path)
+    model = OnnxModel(onnx_path, threads=threads)
+    protocol = load_lfw(lfw_dir, 1, pairs_file=pairs_file)
+    faces = load_faces(protocol.images, FaceLoader("lfw"), progress=progress)
+    identities = [Path(p).parent.name for p in protocol.images]
+    labelled = embed_degraded(model, faces, sides=sides, identities=identities,
+                              name=protocol.name, batch_size=batch_size, progress=progress)
+    extra = []
+    if extra_impostors is not None:
+        unlabelled = load_unlabelled_faces(extra_impostors, extra_limit)
+        extra.append(embed_degraded(
+            model, unlabelled, sides=sides, identities=None,
+            name=f"{Path(extra_impostors).name} ({len(unlabelled)} faces, impostors only)",
+            batch_size=batch_size, progress=progress,
+        ))
+    edges = band_edges(labelled.quality, sides, gate=_model_gate(metadata))
+    quality = calibrate_quality(labelled, extra, edges=edges, tar_floor=tar_floor)
+    sharp = list(sides).index(max(sides))
+    single = calibrate_embeddings(labelled.embeddings[sharp], protocol, identities)
+    updated = metadata.model_copy(update={
+        "thresholds": {**metadata.thresholds, **single.thresholds},
+        "quality_calibration": quality,
+        "extra": {
+            **metadata.extra,
+            "calibration": {
+                "source": single.source,
+                "genuine_pairs": single.genuine,
+                "impostor_pairs": single.impostors,
+                "tar_at_threshold": single.tar,
+            },
+        },
+    })
+    ModelMetadata.model_validate(updated.model_dump())
+    write_metadata(onnx_path, updated)
+    logger.info("calibrated %s per quality band on %s", onnx_path, quality.source)
+    return load_metadata(onnx_path)

@@ -13,7 +13,19 @@ router = APIRouter(prefix="/v1", tags=["recognition"])
 
 Threshold = Annotated[
     float | None,
-    Form(ge=-1.0, le=1.0, description="Cosine threshold; default: the model's FAR 1e-3."),
+    Form(
+        ge=-1.0, le=1.0,
+        description="Your own cosine threshold for every pair (no quality bands, never "
+        "'undecidable'); default: the threshold of the pair's quality band at `far`.",
+    ),
+]
+Far = Annotated[
+    str | None,
+    Form(
+        max_length=16,
+        description="False-accept rate to decide at, one the model is calibrated at "
+        "(1e-2, 1e-3, 1e-4); default: LRFR_TARGET_FAR.",
+    ),
 ]
 
 
@@ -36,11 +48,12 @@ async def verify(
     image1: Annotated[UploadFile, File()],
     image2: Annotated[UploadFile, File()],
     threshold: Threshold = None,
+    far: Far = None,
 ) -> VerifyResponse:
     """1:1: are the two faces the same person?"""
     first = await read_upload(image1, field="image1", settings=settings)
     second = await read_upload(image2, field="image2", settings=settings)
-    return await service.verify(first, second, threshold=threshold)
+    return await service.verify(first, second, threshold=threshold, far=far)
 
 
 @router.post("/identify", response_model=IdentifyResponse)
@@ -52,7 +65,10 @@ async def identify(
     gallery: Annotated[str, Form(min_length=1)],
     top_k: Annotated[int, Form(ge=1)] = 5,
     threshold: Threshold = None,
+    far: Far = None,
 ) -> IdentifyResponse:
     """1:N, open-set: the closest subjects, and "unknown" when the best is under threshold."""
     upload = await read_upload(image, field="image", settings=settings)
-    return await service.identify(upload, gallery=gallery, top_k=top_k, threshold=threshold)
+    return await service.identify(
+        upload, gallery=gallery, top_k=top_k, threshold=threshold, far=far
+    )

@@ -164,6 +164,7 @@ def load_lfw(
     return PairProtocol(
         name=name, images=images, left=left, right=right,
         labels=labels, folds=folds, fars=LFW_FARS,
+        identities=tuple(p.parent.name for p in images),
     )
 
 

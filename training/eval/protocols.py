@@ -71,6 +71,9 @@ class PairProtocol:
         labels: True for same-identity pairs.
         folds: fold index of every pair (accuracy: threshold on the other folds).
         fars: FAR targets at which TAR is reported.
+        identities: the person of every image, when the dataset names them (then
+            every pair of images of different people is an impostor pair, which the
+            realised FAR of the service's decisions is measured on).
     """
 
     name: str
@@ -80,11 +83,14 @@ class PairProtocol:
     labels: np.ndarray
     folds: np.ndarray
     fars: tuple[float, ...] = (1e-2, 1e-3)
+    identities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
         if not (len(self.left) == len(self.right) == len(self.folds) == n):
             raise ValueError("left, right, labels and folds must have one entry per pair")
+        if self.identities is not None and len(self.identities) != len(self.images):
+            raise ValueError("identities must have one entry per image")
         if n and max(int(np.max(self.left)), int(np.max(self.right))) >= len(self.images):
             raise ValueError("a pair refers to an image index beyond the image list")
 
@@ -101,9 +107,13 @@ class PairProtocol:
         keys = np.stack([self.folds, self.labels.astype(np.int64)], axis=1)
         keep = balanced_subset(keys, limit)
         images, left, right = _reindex(self.images, self.left[keep], self.right[keep])
+        identities = None
+        if self.identities is not None:
+            person = dict(zip(self.images, self.identities, strict=True))
+            identities = tuple(person[image] for image in images)
         return replace(
             self, images=images, left=left, right=right,
-            labels=self.labels[keep], folds=self.folds[keep],
+            labels=self.labels[keep], folds=self.folds[keep], identities=identities,
         )
 
 

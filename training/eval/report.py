@@ -112,6 +112,32 @@ def _identification_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _far_text(value: Any) -> str:
+    return "–" if value is None else f"{value:.1e}"
+
+
+def _decisions_table(section: dict[str, Any]) -> list[str]:
+    """Rows = resolutions; per target FAR: realised FAR, TAR, undecidable genuine."""
+    rows = {key: m["decisions"] for key, m in section.items() if m.get("decisions")}
+    if not rows:
+        return []
+    fars = list(next(iter(rows.values())))
+    header = ["Resolution"]
+    for far in fars:
+        header += [f"FAR@{far}", f"TAR@{far} (%)", f"undecidable@{far} (%)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, decisions in rows.items():
+        cells = [_res_label(key)]
+        for far in fars:
+            d = decisions.get(far, {})
+            cells += [_far_text(d.get("far")), _pct(d.get("tar")),
+                      _pct(d.get("undecidable_genuine"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    impostors = next(iter(rows.values()))[fars[0]]["impostors"]
+    lines += ["", f"({impostors:,} impostor pairs per resolution.)"]
+    return lines
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """The deck-layout table of one result (rows = resolutions)."""
     model = results.get("model", {})
@@ -137,6 +163,14 @@ def markdown_table(results: dict[str, Any]) -> str:
         if results.get("cross_resolution"):
             lines += ["", "Cross-resolution (first image at 112 px, second at the resolution):", ""]
             lines += _verification_table(results["cross_resolution"], fars)
+        for name, title_text in (("resolutions", "both degraded"),
+                                 ("cross_resolution", "cross-resolution")):
+            table = _decisions_table(results.get(name) or {})
+            if table:
+                lines += ["", f"The service's decisions ({title_text}): realised FAR over all "
+                          "impostor pairs, TAR, and the share of genuine pairs answered "
+                          "'undecidable':", ""]
+                lines += table
     else:
         lines += ["Gallery at full quality, probes at the resolution:", ""]
         lines += _identification_table(results)

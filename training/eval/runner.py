@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from models.decision import DecisionRule
+from models.quality import laplacian_score
 from training.degrade import Interpolation, degrade
+from training.eval.decisions import realised_rates
 from training.eval.embedding import EmbeddingModel, embed_batched
 from training.eval.metrics import RocCurve
 from training.eval.protocols import (
@@ -39,6 +42,8 @@ from training.faces import INPUT_SIZE, FaceLoader
 logger = logging.getLogger(__name__)
 
 Protocol = PairProtocol | IdentificationProtocol
+#: The service's default fallback threshold, for uncalibrated artifacts (service settings).
+DEFAULT_FALLBACK_THRESHOLD = 0.35
 
 
 def resolution_key(resolution: int | None) -> str:
@@ -78,6 +83,8 @@ class EvalSettings:
         batch_size: images per forward pass.
         workers: threads decoding images.
         progress: show progress bars.
+        decisions: for pairs with known identities and a model artifact, also report the
+            FAR and TAR that the service's decision rule realises (all impostor pairs).
     """
 
     resolutions: tuple[int | None, ...] = (112, 56, 28, 14, 7)
@@ -87,6 +94,7 @@ class EvalSettings:
     batch_size: int = 128
     workers: int = 2
     progress: bool = True
+    decisions: bool = True
 
 
 def load_faces(
@@ -119,6 +127,7 @@ class EmbeddingStore:
         self.settings = settings
         self._embeddings: dict[int | None, np.ndarray] = {}
         self._done: dict[int | None, np.ndarray] = {}
+        self._quality: dict[int | None, np.ndarray] = {}
         self.embedded = 0  # images run through the model, for tests and logs
 
     def effective(self, resolution: int | None) -> int | None:
@@ -156,6 +165,18 @@ class EmbeddingStore:
         return self._embeddings[side][indices]
 
 
+    def quality(self, resolution: int | None) -> np.ndarray:
+        """Laplacian q (METHODS §3) of every face as the network sees it at ``resolution``."""
+        side = self.effective(resolution)
+        if side not in self._quality:
+            every = np.arange(len(self.faces))
+            self._quality[side] = np.asarray([
+                laplacian_score(self.pixels(side, every[i : i + 1])[0]).laplacian
+                for i in every
+            ])
+        return self._quality[side]
+
+
 class _LazyPixels:
     """Degrades one batch at a time, so memory holds one batch of degraded pixels."""
 
@@ -167,6 +188,45 @@ class _LazyPixels:
 
     def __getitem__(self, item: slice) -> np.ndarray:
         return self.store.pixels(self.side, self.indices[item])
+
+
+def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:
+    """The service's rule for an ONNX artifact (its calibration); None for other models."""
+    metadata = getattr(getattr(model, "embedder", None), "metadata", None)
+    if metadata is None:
+        return None
+    return DecisionRule(metadata, fallback_threshold=DEFAULT_FALLBACK_THRESHOLD)
+
+
+def _add_decisions(
+    sections: dict[str, dict[str, Any]],
+    rule: DecisionRule,
+    store: EmbeddingStore,
+    protocol: PairProtocol,
+    resolution: int | None,
+    settings: EvalSettings,
+) -> None:
+    """Realised FAR/TAR of the service's decisions at ``resolution`` (both degraded and,
+    when asked, cross-resolution), stored beside the accuracy of that resolution."""
+    key = resolution_key(resolution)
+    every = np.arange(len(protocol.images))
+    identities = np.asarray(protocol.identities)
+    genuine = protocol.labels.astype(bool)
+    degraded = store.get(resolution, every)
+    common = dict(
+        fars=rule.fars, identities=identities,
+        genuine_left=protocol.left[genuine], genuine_right=protocol.right[genuine],
+    )
+    sections["resolutions"][key]["decisions"] = realised_rates(
+        rule, embeddings_a=degraded, quality_a=store.quality(resolution),
+        embeddings_b=degraded, quality_b=store.quality(resolution), same_side=True, **common,
+    )
+    if settings.cross_resolution and store.effective(resolution) is not None:
+        sections["cross_resolution"][key]["decisions"] = realised_rates(
+            rule, embeddings_a=store.get(None, every), quality_a=store.quality(None),
+            embeddings_b=degraded, quality_b=store.quality(resolution), same_side=False,
+            **common,
+        )
 
 
 @dataclass
@@ -202,6 +262,7 @@ def evaluate(
     )
     loaded = time.perf_counter()
     store = EmbeddingStore(model, faces, settings)
+    rule = _decision_rule(model) if settings.decisions else None
     sections: dict[str, dict[str, Any]] = {"resolutions": {}}
     curves: dict[str, dict[str, RocCurve]] = {"downsampled": {}}
     resolutions = tqdm(settings.resolutions, desc="resolutions", disable=not settings.progress)
@@ -227,6 +288,8 @@ def evaluate(
             )
             sections.setdefault("cross_resolution", {})[key] = summary
             curves.setdefault("cross_resolution", {})[key] = curve
+        if rule is not None and isinstance(protocol, PairProtocol) and protocol.identities:
+            _add_decisions(sections, rule, store, protocol, resolution, settings)
     finished = time.perf_counter()
     kind = "verification" if isinstance(protocol, PairProtocol) else "identification"
     results: dict[str, Any] = {

@@ -1,0 +1,138 @@
+"""Thresholds per quality band (training/calibration.py) and the realised rates of the
+service's rule (training/eval/decisions.py) on synthetic embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.artifact import ModelMetadata
+from models.decision import DecisionRule
+from training.calibration import (
+    CellHistograms,
+    DegradedSet,
+    band_edges,
+    calibrate_quality,
+    count_pairs,
+)
+from training.eval.decisions import realised_rates
+
+
+def _synthetic(people: int, per_person: int, seed: int, *, name: str = "synthetic",
+               labelled: bool = True) -> DegradedSet:
+    """Two "sides": sharp (q = 8) and blurred (q = 1). Blurring pulls every embedding
+    towards one common direction, so impostor similarities rise, as they do for faces."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    centres = rng.normal(size=(people, dim))
+    ids = np.repeat(np.arange(people), per_person)
+    sharp = centres[ids] + 0.6 * rng.normal(size=(len(ids), dim))
+    common = np.ones(dim) * 1.5
+    blurred = 0.5 * sharp + common + 0.4 * rng.normal(size=(len(ids), dim))
+    blocks = np.stack([blurred, sharp])
+    blocks /= np.linalg.norm(blocks, axis=2, keepdims=True)
+    quality = np.stack([np.full(len(ids), 1.0), np.full(len(ids), 8.0)])
+    quality += rng.uniform(-0.2, 0.2, size=quality.shape)
+    return DegradedSet(
+        embeddings=blocks.astype(np.float32), quality=quality,
+        identities=ids.astype(str) if labelled else None, name=name,
+    )
+
+
+def _rule(data: DegradedSet, extra: tuple[DegradedSet, ...] = (), floor: float = 0.05
+          ) -> DecisionRule:
+    calibration = calibrate_quality(data, extra, edges=(4.0,), tar_floor=floor)
+    metadata = ModelMetadata(name="m", version="1", embedding_size=64, backbone="x",
+                             quality_calibration=calibration)
+    return DecisionRule(metadata, fallback_threshold=0.5)
+
+
+def test_histogram_threshold_keeps_the_far() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(-1, 1, 200_000)
+    histograms = CellHistograms(edges=(5.0,))
+    q = np.full(scores.shape, 9.0)
+    histograms.add(scores, q, q, np.zeros(scores.shape, bool), np.ones(scores.shape, bool))
+    cell = 1 * histograms.bands + 1
+    for far in (1e-2, 1e-3):
+        t = histograms.threshold(cell, far)
+        assert t is not None
+        accepted = np.mean(scores >= t)
+        assert accepted <= far
+        assert accepted >= far * 0.8  # and not needlessly strict (bins of 1e-4)
+    assert histograms.threshold(cell, 1e-5) is None  # 2 false accepts allowed: too few
+    assert histograms.threshold(0, 1e-2) is None  # an empty cell
+
+
+def test_count_pairs_counts_every_pair_of_images_at_every_pair_of_sides() -> None:
+    data = _synthetic(people=5, per_person=3, seed=1)
+    histograms = CellHistograms(edges=(4.0,))
+    count_pairs(histograms, data, chunk=4)  # chunks smaller than the set
+    sides, n = data.quality.shape
+    genuine_pairs = 5 * 3  # 3 pairs of 3 images, per person
+    impostor_pairs = n * (n - 1) // 2 - genuine_pairs
+    # a == b: unordered pairs once; a != b: both orders -> sides^2 copies in all
+    assert histograms.genuine.sum() == sides**2 * genuine_pairs
+    assert histograms.impostor.sum() == sides**2 * impostor_pairs
+    # blurred-blurred pairs sit in cell (0, 0), mixed in (0, 1), sharp in (1, 1)
+    per_cell = histograms.impostor.sum(axis=1).reshape(2, 2)
+    assert per_cell[0, 0] == per_cell[1, 1] == impostor_pairs
+    assert per_cell[0, 1] == 2 * impostor_pairs and per_cell[1, 0] == 0
+
+
+def test_band_edges_sit_between_the_sides_and_take_the_gate() -> None:
+    quality = np.array([[1.0, 1.2], [2.0, 2.2], [8.0, 8.0]])
+    edges = band_edges(quality, (7, 14, 112), band_sides=(7, 14, 112))
+    assert edges == pytest.approx((np.sqrt(1.1 * 2.1), np.sqrt(2.1 * 8.0)), abs=1e-4)
+    assert band_edges(quality, (7, 14, 112), band_sides=(7, 14, 112), gate=4.5)[1] == 4.5
+    with pytest.raises(ValueError, match="not measured"):
+        band_edges(quality, (7, 14, 112), band_sides=(7, 28))
+
+
+def test_blurred_bands_get_higher_thresholds_and_hold_the_far_on_new_data() -> None:
+    calibration_set = _synthetic(people=60, per_person=4, seed=2)
+    rule = _rule(calibration_set)
+    table = {(c.low, c.high): c.thresholds["1e-2"] for c in rule.calibration.cells}
+    assert table[(0, 0)] > table[(1, 1)]  # impostors look alike when blurred
+    # a fresh draw of other people: the rule realises about the FAR it was calibrated at
+    fresh = _synthetic(people=60, per_person=4, seed=3)
+    ids = fresh.identities
+    same = ids[:, None] == ids[None, :]
+    left, right = np.nonzero(np.triu(same, 1))
+    for a, b, same_side in ((0, 0, True), (1, 0, False), (1, 1, True)):
+        rates = realised_rates(
+            rule, fars=("1e-2",), embeddings_a=fresh.embeddings[a], quality_a=fresh.quality[a],
+            embeddings_b=fresh.embeddings[b], quality_b=fresh.quality[b], identities=ids,
+            genuine_left=left, genuine_right=right, same_side=same_side,
+        )["1e-2"]
+        assert rates["far"] <= 0.02, (a, b, rates)
+        assert rates["tar"] > 0.1, (a, b, rates)  # and still accepts genuine pairs
+
+
+def test_a_tar_floor_makes_poor_cells_undecidable() -> None:
+    data = _synthetic(people=60, per_person=4, seed=4)
+    rule = _rule(data, floor=0.99)  # nothing reaches 99 % at FAR 1e-2
+    n = len(data.identities)
+    left, right = np.arange(0, n, 4), np.arange(1, n, 4)  # same person (4 images each)
+    rates = realised_rates(
+        rule, fars=("1e-2",), embeddings_a=data.embeddings[0], quality_a=data.quality[0],
+        embeddings_b=data.embeddings[0], quality_b=data.quality[0],
+        identities=data.identities, genuine_left=left, genuine_right=right, same_side=True,
+    )["1e-2"]
+    assert rates["undecidable_genuine"] == 1.0 and rates["tar"] == 0.0
+    assert rates["far"] == 0.0 and rates["undecidable_impostors"] == 1.0
+
+
+def test_extra_impostors_can_only_raise_a_threshold() -> None:
+    labelled = _synthetic(people=40, per_person=4, seed=5)
+    # strangers who all look alike (one shared direction): their impostors score high
+    strangers = _synthetic(people=160, per_person=1, seed=6, name="strangers", labelled=False)
+    strangers.embeddings[:] = strangers.embeddings + 2.0 / np.sqrt(64)
+    strangers.embeddings /= np.linalg.norm(strangers.embeddings, axis=2, keepdims=True)
+    alone = {(c.low, c.high): c for c in _rule(labelled).calibration.cells}
+    both = {(c.low, c.high): c for c in _rule(labelled, (strangers,)).calibration.cells}
+    for key, cell in both.items():
+        assert cell.thresholds["1e-2"] >= alone[key].thresholds["1e-2"]
+        assert cell.impostors > alone[key].impostors
+        assert cell.genuine == alone[key].genuine
+    assert any(both[k].thresholds["1e-2"] > alone[k].thresholds["1e-2"] for k in both)
