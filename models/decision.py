@@ -181,6 +181,20 @@ class DecisionRule:
         edges = self._edges.tolist()
         return (edges[band - 1] if band > 0 else None, edges[band] if band < len(edges) else None)
 
+    def enrollment_floor(self, far: str, *, min_tar: float = 0.5) -> float | None:
+        """The lowest q worth enrolling: the lower edge of the poorest band whose pairs
+        with a face of the sharpest band reach ``min_tar`` at ``far``; ``None`` without a
+        quality calibration (or when band 0 already does)."""
+        if self.calibration is None:
+            return None
+        key = self.check_far(far)
+        top = self.calibration.bands - 1
+        for band in range(self.calibration.bands):
+            tar = self._tar[key][band, top]
+            if np.isfinite(tar) and tar >= min_tar:
+                return None if band == 0 else float(self._edges[band - 1])
+        return float(self._edges[-1])
+
     # -- deciding ----------------------------------------------------------------------------
 
     def thresholds(self, q1: np.ndarray, q2: np.ndarray, far: str) -> tuple[np.ndarray, np.ndarray]:

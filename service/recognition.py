@@ -86,6 +86,11 @@ class RecognitionService:
         self.galleries = galleries
         self.rule = DecisionRule(model, fallback_threshold=settings.fallback_threshold)
         self.target_far = self.rule.check_far(settings.target_far)
+        floor = settings.min_enroll_quality
+        self.enroll_floor: float | None = (
+            self.rule.enrollment_floor(self.target_far) if floor == "auto"
+            else None if floor == "off" else float(floor)
+        )
 
     @property
     def model_info(self) -> ModelInfo:
@@ -222,7 +227,7 @@ class RecognitionService:
             lambda: self.galleries.check_enrollable(gallery=gallery, subject=subject)
         )
         faces = await self.prepare(uploads, keep_image=self._settings.store_face_images)
-        floor = self._settings.min_enroll_quality
+        floor = self.enroll_floor
         accepted: list[PreparedFace] = []
         refused: list[RefusedFace] = []
         for position, (upload, face) in enumerate(zip(uploads, faces, strict=True)):
@@ -232,7 +237,7 @@ class RecognitionService:
                         index=position,
                         filename=upload.filename,
                         reason=f"quality {face.quality.laplacian:.3f} is under the enrollment "
-                        f"floor {floor} (LRFR_MIN_ENROLL_QUALITY)",
+                        f"floor {floor:.3f} (LRFR_MIN_ENROLL_QUALITY)",
                         quality=face.quality,
                     )
                 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,8 +70,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="Per image file.")
     max_files_per_request: int = Field(default=64, gt=0)
     max_image_pixels: int = Field(default=25_000_000, gt=0, description="Decompression cap.")
-    min_enroll_quality: float | None = Field(
-        default=None, ge=0, description="Refuse enrollment under this Laplacian q (off: unset)."
+    min_enroll_quality: float | Literal["auto", "off"] = Field(
+        default="auto",
+        description="Refuse enrollment under this Laplacian q. 'auto': the lower edge of "
+        "the poorest quality band in which the model, at the target FAR, still accepts at "
+        "least half of the genuine pairs against a sharp probe (models with quality bands; "
+        "off for the others); 'off': never refuse.",
     )
     fallback_threshold: float = Field(
         default=0.35, ge=-1, le=1, description="Used when the model has no FAR 1e-3 threshold."
@@ -106,6 +110,13 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_keys(value)
+
+    @field_validator("min_enroll_quality")
+    @classmethod
+    def _non_negative_floor(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and value < 0:
+            raise ValueError("LRFR_MIN_ENROLL_QUALITY must be >= 0, 'auto' or 'off'")
+        return value
 
     @field_validator("target_far")
     @classmethod

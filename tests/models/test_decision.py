@@ -157,3 +157,14 @@ def test_calibration_round_trips_through_metadata_json() -> None:
     metadata = _metadata()
     again = ModelMetadata.model_validate_json(metadata.model_dump_json())
     assert again.quality_calibration == CALIBRATION
+
+
+def test_enrollment_floor_is_the_poorest_band_good_enough_against_sharp_faces(
+    rule: DecisionRule,
+) -> None:
+    # against band 2: band 0 uncalibrated, band 1 TAR 80 %, band 2 TAR 95 %
+    assert rule.enrollment_floor("1e-3") == pytest.approx(2.0)
+    assert rule.enrollment_floor("1e-3", min_tar=0.9) == pytest.approx(6.0)
+    assert rule.enrollment_floor("1e-3", min_tar=0.99) == pytest.approx(6.0)  # the sharpest
+    uncalibrated = DecisionRule(_metadata(None), fallback_threshold=0.35)
+    assert uncalibrated.enrollment_floor("1e-3") is None
