@@ -35,7 +35,7 @@ from models.artifact import (
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
 from training.degrade import degrade
-from training.eval.datasets import load_lfw
+from training.eval.datasets import lfw_image_folder, load_lfw
 from training.eval.embedding import OnnxModel, embed_batched
 from training.eval.metrics import threshold_at_far
 from training.eval.protocols import PairProtocol
@@ -423,11 +423,23 @@ def load_unlabelled_faces(folder: str | Path, limit: int | None, *, seed: int = 
     return np.stack([loader.load(f) for f in files])
 
 
+def lfw_singletons(lfw_dir: str | Path, people_file: str) -> list[Path]:
+    """The image of every person listed with exactly one image in ``people_file``
+    (``peopleDevTrain.txt``): people that a model trained with a margin head on
+    identities with two or more images never saw."""
+    lines = (Path(lfw_dir) / people_file).read_text(encoding="utf-8").split("\n")[1:]
+    names = [parts[0] for parts in (line.split() for line in lines)
+             if len(parts) == 2 and parts[1] == "1"]
+    folder = lfw_image_folder(lfw_dir)
+    return [folder / name / f"{name}_0001.jpg" for name in names]
+
+
 def calibrate_quality_artifact(
     onnx_path: str | Path,
     lfw_dir: str | Path,
     *,
     pairs_file: str = "pairsDevTrain.txt",
+    singletons_of: str | None = "peopleDevTrain.txt",
     extra_impostors: str | Path | None = None,
     extra_limit: int | None = 3000,
     sides: Sequence[int] = CALIBRATION_SIDES,
@@ -445,6 +457,8 @@ def calibrate_quality_artifact(
         lfw_dir: LFW folder; the images of ``pairs_file`` (training-side: DevTrain)
             give genuine and impostor pairs.
         pairs_file: the LFW pairs file whose images are used.
+        singletons_of: an LFW people file whose one-image people give impostors a
+            model fine-tuned on its people with two or more images never saw (None: off).
         extra_impostors: a folder of aligned faces of people outside LFW, each a
             different person (``faces-extra/aaf``): impostors the model never trained on.
         extra_limit: how many of those faces (a fixed random sample).
@@ -459,6 +473,13 @@ def calibrate_quality_artifact(
     labelled = embed_degraded(model, faces, sides=sides, identities=identities,
                               name=protocol.name, batch_size=batch_size, progress=progress)
     extra = []
+    if singletons_of:
+        paths = lfw_singletons(lfw_dir, singletons_of)
+        extra.append(embed_degraded(
+            model, load_faces(paths, FaceLoader("lfw"), progress=progress), sides=sides,
+            identities=None, name=f"{Path(singletons_of).stem} one-image people "
+            f"({len(paths)}, impostors only)", batch_size=batch_size, progress=progress,
+        ))
     if extra_impostors is not None:
         unlabelled = load_unlabelled_faces(extra_impostors, extra_limit)
         extra.append(embed_degraded(

@@ -22,6 +22,11 @@ def calibrate(
         "pairsDevTrain.txt", "--pairs-file",
         help="Pairs file whose images are measured; keep DevTest for evaluation.",
     ),
+    singletons_of: str = typer.Option(
+        "peopleDevTrain.txt", "--singletons-of",
+        help="LFW people file whose one-image people are extra impostors: people a model "
+        "trained on its people with 2+ images never saw ('' to leave them out).",
+    ),
     extra_impostors: Path | None = typer.Option(
         None, "--extra-impostors",
         help="Folder of aligned faces of other people, each a different person (e.g. "
@@ -46,7 +51,8 @@ def calibrate(
         raise typer.BadParameter(f"not a folder: {extra_impostors}", param_hint="--extra-impostors")
     try:
         metadata = calibrate_quality_artifact(
-            model, lfw, pairs_file=pairs_file, extra_impostors=extra_impostors,
+            model, lfw, pairs_file=pairs_file, singletons_of=singletons_of or None,
+            extra_impostors=extra_impostors,
             extra_limit=extra_limit, tar_floor=tar_floor, batch_size=batch_size,
             threads=threads, progress=progress,
         )
