@@ -25,6 +25,8 @@ from models.backbones import create_backbone
 from models.quality_torch import laplacian_quality_torch
 from training.degrade import degrade
 from training.eval.datasets import load_lfw
+from training.eval.embedding import TorchModuleModel, embed_batched
+from training.eval.metrics import accuracy_at, best_threshold
 from training.eval.runner import load_faces
 from training.faces import FaceLoader
 from training.teacher import resolve_pretrained
@@ -32,23 +34,14 @@ from training.teacher import resolve_pretrained
 SIDES = (112, 56, 40, 28, 20, 14, 10, 7)
 
 
-def embed(net: torch.nn.Module, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
-    rows = []
-    with torch.inference_mode():
-        for begin in range(0, len(pixels), batch):
-            x = torch.from_numpy(pixels[begin : begin + batch]).permute(0, 3, 1, 2).float()
-            z = net((x - 127.5) / 127.5)
-            rows.append(torch.nn.functional.normalize(z, dim=1).numpy())
-    return np.concatenate(rows)
-
-
 def best_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy at the best threshold (the same optimism for every candidate gate)."""
-    hits = labels[np.argsort(-scores)].astype(np.int64)
-    negatives = int((1 - hits).sum())
-    # "same" for the k highest scores: positives among them + negatives after them
-    correct = np.cumsum(hits) + negatives - np.cumsum(1 - hits)
-    return float(max(int(correct.max()), negatives) / len(hits))
+    return accuracy_at(scores, labels, best_threshold(scores, labels))
+
+
+def embed(net: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
+    """L2-normalised embeddings through the evaluation's own torch path."""
+    return embed_batched(TorchModuleModel(net), pixels, progress=False)
 
 
 def main() -> None:
@@ -58,7 +51,6 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw"))
     parser.add_argument("--pairs", type=int, default=600, help="pairsDevTrain subset size")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     student_state = torch.load(args.student, map_location="cpu", weights_only=False)
     if student_state.get("backbone_name") != "dlib-resnet29":

@@ -8,19 +8,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.artifact import ModelMetadata
 from models.decision import Decision, DecisionRule, UnknownFarError
-from models.embedder import resize_to_input
+from models.detector import FaceDetector
 from models.quality import laplacian_score
 from service import crud
 from service.batching import BatchingEmbedder
 from service.errors import QualityRefusedError, ServiceError
+from service.faces import FaceFinder, FaceMode, FoundFace
 from service.galleries import GalleryService
-from service.images import decode_image
+from service.images import DecodedImage, decode_image
 from service.schemas import (
+    DetectedFace,
+    DetectResponse,
     EnrollResponse,
+    FaceInfo,
+    IdentifyFrameResponse,
     IdentifyResponse,
     Match,
     ModelInfo,
@@ -54,12 +60,27 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class FaceRequest:
+    """How to find the face in an upload (the API's ``face`` and ``face_index``)."""
+
+    mode: FaceMode = "auto"
+    index: int | None = None
+    single: bool = False
+
+
+@dataclass(frozen=True)
 class PreparedFace:
-    """An upload as the network sees it, its quality, and (optionally) a lossless copy."""
+    """An upload's face as the network sees it, how it was found, its quality, and
+    (optionally) a lossless copy of that crop for re-embedding."""
 
     pixels: np.ndarray
     quality: Quality
+    found: FoundFace
     image_png: bytes | None
+
+    @property
+    def info(self) -> FaceInfo:
+        return face_info(self.found)
 
 
 class RecognitionService:
@@ -79,8 +100,14 @@ class RecognitionService:
         model: ModelMetadata,
         batcher: BatchingEmbedder,
         galleries: GalleryService,
+        finder: FaceFinder | None = None,
     ) -> None:
         self._settings = settings
+        self.finder = finder or FaceFinder(
+            FaceDetector(providers=settings.execution_providers or None,
+                         threads=settings.ort_threads),
+            input_size=model.input_size,
+        )
         self.model = model
         self._batcher = batcher
         self.galleries = galleries
@@ -108,16 +135,17 @@ class RecognitionService:
 
     # -- images ------------------------------------------------------------------------------
 
-    def _prepare_one(self, upload: Upload, keep_image: bool) -> PreparedFace:
-        decoded = decode_image(
+    def _decode(self, upload: Upload) -> DecodedImage:
+        return decode_image(
             upload.data, max_pixels=self._settings.max_image_pixels, name=upload.label
         )
-        pixels = resize_to_input(decoded.image, self.model.input_size)
-        score = laplacian_score(pixels)
+
+    def _prepared(self, found: FoundFace, decoded: DecodedImage, keep_image: bool) -> PreparedFace:
+        score = laplacian_score(found.pixels)
         image_png = None
-        if keep_image:
+        if keep_image:  # the aligned crop: re-embedding takes it as it is (face=aligned)
             buffer = io.BytesIO()
-            decoded.image.save(buffer, format="PNG")
+            Image.fromarray(found.pixels).save(buffer, format="PNG")
             image_png = buffer.getvalue()
         quality = Quality(
             laplacian=score.laplacian,
@@ -125,14 +153,27 @@ class RecognitionService:
             width=decoded.width,
             height=decoded.height,
         )
-        return PreparedFace(pixels=pixels, quality=quality, image_png=image_png)
+        return PreparedFace(pixels=found.pixels, quality=quality, found=found, image_png=image_png)
+
+    def _prepare_one(self, upload: Upload, keep_image: bool, face: FaceRequest) -> PreparedFace:
+        decoded = self._decode(upload)
+        found = self.finder.find(
+            decoded.image, face.mode, face_index=face.index, single=face.single,
+            name=upload.label,
+        )
+        return self._prepared(found, decoded, keep_image)
 
     async def prepare(
-        self, uploads: Sequence[Upload], *, keep_image: bool = False
+        self,
+        uploads: Sequence[Upload],
+        *,
+        keep_image: bool = False,
+        face: FaceRequest | None = None,
     ) -> list[PreparedFace]:
-        """Decodes, resizes and scores uploads off the event loop."""
+        """Decodes uploads, finds their faces and scores them, off the event loop."""
+        request = face or FaceRequest(mode=self._settings.default_face)
         return await run_in_threadpool(
-            lambda: [self._prepare_one(upload, keep_image) for upload in uploads]
+            lambda: [self._prepare_one(upload, keep_image, request) for upload in uploads]
         )
 
     async def embed(self, faces: Sequence[PreparedFace]) -> np.ndarray:
@@ -140,15 +181,34 @@ class RecognitionService:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def quality(self, upload: Upload) -> QualityResponse:
-        (face,) = await self.prepare([upload])
-        return QualityResponse(quality=face.quality)
+    async def quality(self, upload: Upload, *, face: FaceRequest | None = None) -> QualityResponse:
+        (prepared,) = await self.prepare([upload], face=face)
+        return QualityResponse(quality=prepared.quality, face=prepared.info)
+
+    def _detect_all(self, upload: Upload) -> tuple[DecodedImage, list[PreparedFace]]:
+        decoded = self._decode(upload)
+        found = self.finder.find_all(decoded.image)
+        return decoded, [self._prepared(f, decoded, keep_image=False) for f in found]
+
+    async def detect(self, upload: Upload) -> DetectResponse:
+        """Every face of an image with box, landmarks, score and aligned-crop quality."""
+        decoded, faces = await run_in_threadpool(lambda: self._detect_all(upload))
+        return DetectResponse(
+            width=decoded.width, height=decoded.height,
+            faces=[DetectedFace(face=f.info, quality=f.quality) for f in faces],
+        )
 
     async def verify(
-        self, first: Upload, second: Upload, *, threshold: float | None, far: str | None = None
+        self,
+        first: Upload,
+        second: Upload,
+        *,
+        threshold: float | None,
+        far: str | None = None,
+        face: FaceRequest | None = None,
     ) -> VerifyResponse:
         key = self._far(far)
-        faces = await self.prepare([first, second])
+        faces = await self.prepare([first, second], face=face)
         vectors = await self.embed(faces)
         similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
         q1, q2 = (face.quality.laplacian for face in faces)
@@ -163,6 +223,7 @@ class RecognitionService:
             tar=decision.tar,
             reason=decision.reason,
             quality=[face.quality for face in faces],
+            faces=[face.info for face in faces],
             model=self.model_info,
         )
 
@@ -174,12 +235,56 @@ class RecognitionService:
         top_k: int,
         threshold: float | None,
         far: str | None = None,
+        face: FaceRequest | None = None,
     ) -> IdentifyResponse:
+        self._check_top_k(top_k)
+        key = self._far(far)
+        (prepared,) = await self.prepare([upload], face=face)
+        vector = (await self.embed([prepared]))[0]
+        return await self._identify_one(
+            prepared, vector, gallery=gallery, top_k=top_k, threshold=threshold, far=key
+        )
+
+    def _check_top_k(self, top_k: int) -> None:
         if top_k > self._settings.max_top_k:
             raise InvalidRequestError(f"top_k must be at most {self._settings.max_top_k}")
+
+    async def identify_all(
+        self,
+        upload: Upload,
+        *,
+        gallery: str,
+        top_k: int,
+        threshold: float | None,
+        far: str | None = None,
+    ) -> IdentifyFrameResponse:
+        """One identification per face found in a frame (``faces=all``)."""
+        self._check_top_k(top_k)
         key = self._far(far)
-        (face,) = await self.prepare([upload])
-        vector = (await self.embed([face]))[0]
+        await run_in_threadpool(lambda: self.galleries.get_gallery(name=gallery))
+        decoded, faces = await run_in_threadpool(lambda: self._detect_all(upload))
+        vectors = await self.embed(faces) if faces else []
+        answers = [
+            await self._identify_one(
+                face, vector, gallery=gallery, top_k=top_k, threshold=threshold, far=key
+            )
+            for face, vector in zip(faces, vectors, strict=True)
+        ]
+        return IdentifyFrameResponse(
+            width=decoded.width, height=decoded.height, faces=answers, model=self.model_info
+        )
+
+    async def _identify_one(
+        self,
+        face: PreparedFace,
+        vector: np.ndarray,
+        *,
+        gallery: str,
+        top_k: int,
+        threshold: float | None,
+        far: str,
+    ) -> IdentifyResponse:
+        key = far
         candidates = await run_in_threadpool(
             lambda: self.galleries.search(gallery=gallery, vector=vector, top_k=top_k)
         )
@@ -208,17 +313,29 @@ class RecognitionService:
             band=None if best is None else _band_out(best),
             reason=None if best is None else best.reason,
             quality=face.quality,
+            face=face.info,
             model=self.model_info,
         )
 
     async def enroll(
-        self, uploads: Sequence[Upload], *, gallery: str, subject: str
+        self,
+        uploads: Sequence[Upload],
+        *,
+        gallery: str,
+        subject: str,
+        face: FaceRequest | None = None,
     ) -> EnrollResponse:
         """Enrolls the faces of one request together; refuses those under the quality floor.
 
+        With ``face=auto`` an image with two or more faces of similar size is refused
+        (422, their boxes listed) unless ``face_index`` picks one, so galleries stay clean.
+
         Raises:
             QualityRefusedError: every face was under ``min_enroll_quality`` (422).
+            SeveralFacesError: an image holds several faces of similar size (422).
         """
+        request = face or FaceRequest(mode=self._settings.default_face)
+        request = FaceRequest(mode=request.mode, index=request.index, single=True)
         if len(uploads) > self._settings.max_files_per_request:
             raise InvalidRequestError(
                 f"at most {self._settings.max_files_per_request} images per request"
@@ -226,7 +343,9 @@ class RecognitionService:
         await run_in_threadpool(
             lambda: self.galleries.check_enrollable(gallery=gallery, subject=subject)
         )
-        faces = await self.prepare(uploads, keep_image=self._settings.store_face_images)
+        faces = await self.prepare(
+            uploads, keep_image=self._settings.store_face_images, face=request
+        )
         floor = self.enroll_floor
         accepted: list[PreparedFace] = []
         refused: list[RefusedFace] = []
@@ -239,6 +358,7 @@ class RecognitionService:
                         reason=f"quality {face.quality.laplacian:.3f} is under the enrollment "
                         f"floor {floor:.3f} (LRFR_MIN_ENROLL_QUALITY)",
                         quality=face.quality,
+                        face=face.info,
                     )
                 )
             else:
@@ -265,6 +385,8 @@ class RecognitionService:
         stored = await run_in_threadpool(
             lambda: self.galleries.add_faces(gallery=gallery, subject=subject, faces=rows)
         )
+        for out, face in zip(stored, accepted, strict=True):
+            out.face = face.info
         return EnrollResponse(subject=subject, faces=stored, refused=refused)
 
     async def reembed(self, *, gallery: str, chunk: int = 256) -> ReembedResponse:
@@ -275,7 +397,8 @@ class RecognitionService:
         for start in range(0, len(stored), chunk):
             block = stored[start : start + chunk]
             uploads = [Upload(data=image, field=f"face {face_id}") for face_id, image in block]
-            faces = await self.prepare(uploads)
+            # stored faces are the aligned crops the network saw
+            faces = await self.prepare(uploads, face=FaceRequest(mode="aligned"))
             parts.append(await self.embed(faces))
             ids.extend(face_id for face_id, _ in block)
         vectors = (
@@ -299,4 +422,17 @@ def _band_out(decision: Decision) -> QualityBand | None:
     return QualityBand(
         low=band.low, high=band.high, low_range=band.low_range, high_range=band.high_range,
         label=band.label,
+    )
+
+
+def face_info(found: FoundFace) -> FaceInfo:
+    """How a face was found, for the answer."""
+    return FaceInfo(
+        alignment=found.alignment,
+        box=tuple(round(float(v), 2) for v in found.box),  # type: ignore[arg-type]
+        landmarks=None if found.landmarks is None
+        else [[round(float(x), 2), round(float(y), 2)] for x, y in found.landmarks],
+        score=found.score,
+        index=found.index,
+        faces_found=found.faces_found,
     )

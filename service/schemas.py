@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from typing_extensions import TypeAliasType
 
 #: Gallery names and subject ids appear in URLs: letters, digits, '.', '_', '-'.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -59,6 +60,36 @@ def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+#: Text without NUL, as JSON Schema (the validators above refuse NUL; this documents it).
+_NUL_FREE_PATTERN = "^[^\\u0000]*$"
+_NulFreeText = Annotated[str, WithJsonSchema({"type": "string", "pattern": _NUL_FREE_PATTERN})]
+# "not" rather than "pattern", so that dict keys become propertyNames, not patternProperties
+_NulFreeKey = Annotated[str, WithJsonSchema({"type": "string", "not": {"pattern": "\\u0000"}})]
+MetadataValue = TypeAliasType(
+    "MetadataValue",
+    Union[  # noqa: UP007 (a recursive alias needs the string forward references)
+        _NulFreeText,
+        bool,
+        int,
+        float,
+        list["MetadataValue"],
+        dict[_NulFreeKey, "MetadataValue"],
+        None,
+    ],
+)
+
+
+class _DocumentedAs:
+    """Annotated marker: a field validated as declared is documented as ``type_`` (here,
+    NUL-free JSON at every level, which JSON Schema can say and ``dict[str, Any]`` cannot)."""
+
+    def __init__(self, type_: object) -> None:
+        self._type = type_
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        return handler(TypeAdapter(self._type).core_schema)
+
+
 class Quality(BaseModel):
     """Laplacian quality of the image as the network sees it, and its uploaded size."""
 
@@ -68,8 +99,29 @@ class Quality(BaseModel):
     height: int = Field(description="Height as uploaded.")
 
 
+class FaceInfo(BaseModel):
+    """How the face of an upload was found (service/faces.py)."""
+
+    alignment: Literal["landmarks", "box", "as_is"] = Field(
+        description="'landmarks': detected and aligned by its 5 points; 'box': the image "
+        "(or a detection) taken as a detector box; 'as_is': the upload was a template crop."
+    )
+    box: tuple[float, float, float, float] = Field(
+        description="x1, y1, x2, y2 of the face in the uploaded image's pixels."
+    )
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="Eyes, nose tip, mouth corners (x, y), when detected."
+    )
+    score: float | None = Field(default=None, description="Detector score, when detected.")
+    index: int | None = Field(
+        default=None, description="Which detected face (0 = the largest), when detected."
+    )
+    faces_found: int = Field(description="Faces the detector found in the image.")
+
+
 class QualityResponse(BaseModel):
     quality: Quality
+    face: FaceInfo
 
 
 class ModelInfo(BaseModel):
@@ -109,6 +161,7 @@ class VerifyResponse(BaseModel):
     )
     reason: str | None = Field(description="Why the pair is undecidable.")
     quality: list[Quality]
+    faces: list[FaceInfo] = Field(description="How each image's face was found.")
     model: ModelInfo
 
 
@@ -133,7 +186,28 @@ class IdentifyResponse(BaseModel):
     band: QualityBand | None
     reason: str | None
     quality: Quality
+    face: FaceInfo
     model: ModelInfo
+
+
+class IdentifyFrameResponse(BaseModel):
+    """``faces=all``: one identification per face found in the frame, largest first."""
+
+    width: int
+    height: int
+    faces: list[IdentifyResponse]
+    model: ModelInfo
+
+
+class DetectedFace(BaseModel):
+    face: FaceInfo
+    quality: Quality = Field(description="Laplacian q of the face's aligned crop.")
+
+
+class DetectResponse(BaseModel):
+    width: int
+    height: int
+    faces: list[DetectedFace] = Field(description="Largest first.")
 
 
 class GalleryCreate(BaseModel):
@@ -156,8 +230,14 @@ class SubjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=NAME_PATTERN, description="The subject's id in paths.")
-    name: Annotated[str | None, AfterValidator(_no_nul)] = Field(default=None, max_length=256)
-    metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] = Field(
+    name: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+        default=None, max_length=256, json_schema_extra={"pattern": _NUL_FREE_PATTERN}
+    )
+    metadata: Annotated[
+        dict[str, Any],
+        AfterValidator(_check_metadata),
+        _DocumentedAs(dict[_NulFreeKey, MetadataValue]),
+    ] = Field(
         default_factory=dict,
         description=f"JSON object, nested at most {METADATA_MAX_DEPTH} levels, "
         f"{METADATA_MAX_CHARS} characters as JSON at most.",
@@ -168,6 +248,9 @@ class FaceOut(BaseModel):
     id: int
     quality: Quality
     created_at: Timestamp
+    face: FaceInfo | None = Field(
+        default=None, description="How the face was found (in the enrollment answer)."
+    )
 
 
 class SubjectOut(BaseModel):
@@ -187,6 +270,7 @@ class RefusedFace(BaseModel):
     filename: str | None
     reason: str
     quality: Quality
+    face: FaceInfo | None = None
 
 
 class EnrollResponse(BaseModel):

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     fallback_threshold: float = Field(
         default=0.35, ge=-1, le=1, description="Used when the model has no FAR 1e-3 threshold."
     )
+    default_face: Literal["auto", "aligned", "box"] = Field(
+        default="auto",
+        description="How uploads are read when a request has no 'face' field: 'auto' "
+        "(detect and align), 'aligned' (template crops), 'box' (detector boxes).",
+    )
     target_far: str = Field(
         default="1e-3",
         description="False-accept rate the decisions are made at, one of the model's "

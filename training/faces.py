@@ -9,9 +9,10 @@ Three ways in, one way out (RGB uint8 112x112x3):
   images, reading the eyes, nose tip and mouth corners off the mean face and fitting a
   scale+shift onto the 5-point 112x112 template below (largest error 1.5 px at 112);
   individual faces then sit on the template within a few pixels.
-* **5-point landmarks** (:func:`align_by_landmarks`): a least-squares similarity
-  transform (Umeyama) from the landmarks onto :data:`ARCFACE_TEMPLATE_112`, the
-  standard template of insightface/ArcFace, then a bicubic warp.
+* **5-point landmarks** (:func:`align_by_landmarks`, from ``models.alignment``, which
+  the service uses too): a least-squares similarity transform (Umeyama) from the
+  landmarks onto :data:`ARCFACE_TEMPLATE_112`, the standard template of
+  insightface/ArcFace, then a bicubic warp.
 * **Already-aligned crops** (:func:`resize_aligned`): used as they are, resized to 112
   (bicubic) when they are another size; non-square crops are stretched, as the
   low-resolution benchmarks (QMUL-SurvFace, TinyFace) are usually fed.
@@ -30,21 +31,30 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-#: Side of the network input.
-INPUT_SIZE = 112
+# The alignment lives in models.alignment (shared with the service); its names stay
+# importable from here.
+from models.alignment import (
+    ARCFACE_TEMPLATE_112,
+    INPUT_SIZE,
+    align_by_landmarks,
+    similarity_transform,
+)
+
+__all__ = [
+    "ARCFACE_TEMPLATE_112",
+    "INPUT_SIZE",
+    "LFW_DEEPFUNNELED_BOX",
+    "FaceLoader",
+    "FaceMode",
+    "align_by_landmarks",
+    "crop_lfw_deepfunneled",
+    "load_landmarks",
+    "resize_aligned",
+    "similarity_transform",
+]
+
 #: (left, top, right, bottom) of the face in a 250x250 LFW deep-funneled image.
 LFW_DEEPFUNNELED_BOX: tuple[int, int, int, int] = (57, 49, 193, 185)
-#: Left eye, right eye, nose tip, left and right mouth corner in a 112x112 crop (x, y).
-ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float64,
-)
 
 FaceMode = Literal["lfw", "aligned", "landmarks"]
 
@@ -74,68 +84,6 @@ def crop_lfw_deepfunneled(image: Image.Image, size: int = INPUT_SIZE) -> np.ndar
     return np.asarray(
         rgb.resize((size, size), Image.Resampling.BICUBIC, box=box), dtype=np.uint8
     )
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) mapping source to target.
-
-    Umeyama's closed form, without reflections.
-
-    Args:
-        source: (K, 2) points, K >= 2.
-        target: (K, 2) points.
-
-    Returns:
-        A 2x3 matrix ``M`` with ``target ~= M @ [x, y, 1]``.
-    """
-    src = np.asarray(source, dtype=np.float64)
-    dst = np.asarray(target, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise ValueError(f"need matching (K>=2, 2) point sets, got {src.shape} and {dst.shape}")
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    src_var = (src_c**2).sum() / len(src)
-    if src_var <= 0:
-        raise ValueError("source points are all identical")
-    covariance = dst_c.T @ src_c / len(src)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1.0
-    rotation = u @ sign @ vt
-    scale = float(np.trace(np.diag(singular) @ sign) / src_var)
-    shift = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, shift[:, None]])
-
-
-def align_by_landmarks(
-    image: Image.Image,
-    landmarks: np.ndarray,
-    size: int = INPUT_SIZE,
-    template: np.ndarray = ARCFACE_TEMPLATE_112,
-) -> np.ndarray:
-    """Warps ``image`` so its 5 ``landmarks`` (x, y) land on the 112 template.
-
-    Args:
-        image: any PIL image.
-        landmarks: (5, 2) left eye, right eye, nose, left and right mouth corner, in
-            the image's pixel coordinates.
-        size: output side; the template is scaled from 112 to it.
-        template: (5, 2) target points for a 112x112 output.
-
-    Returns:
-        RGB uint8 (size, size, 3).
-    """
-    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    if points.shape != template.shape:
-        raise ValueError(f"expected {len(template)} landmarks, got {points.shape[0]}")
-    forward = similarity_transform(points, template * (size / INPUT_SIZE))
-    # PIL maps output -> input, so hand it the inverse transform
-    inverse = np.linalg.inv(np.vstack([forward, [0.0, 0.0, 1.0]]))[:2]
-    warped = _rgb(image).transform(
-        (size, size), Image.Transform.AFFINE, tuple(inverse.ravel()), Image.Resampling.BICUBIC
-    )
-    return np.asarray(warped, dtype=np.uint8)
 
 
 def load_landmarks(path: str | Path) -> dict[str, np.ndarray]:

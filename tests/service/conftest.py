@@ -86,6 +86,9 @@ def make_settings(tmp_path: Path, model_path: Path, sqlite_url: str) -> Settings
             "client_keys": [CLIENT_KEY],
             "batch_window_ms": 1.0,
             "index_flush_seconds": 3600.0,
+            # the synthetic pictures of most tests are no faces: read them as template
+            # crops unless a test asks for face finding (test_service_faces.py)
+            "default_face": "aligned",
         }
         values.update(overrides)
         return Settings(**values)
