@@ -10,34 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from models.embedder import OnnxEmbedder
 from service.api import galleries, health, metrics, recognition
+from service.api.guard import CloseUnreadBody
+from service.api.openapi import install_openapi
 from service.batching import BatchingEmbedder
 from service.db import create_db_engine, create_session_factory
 from service.errors import ServiceError
 from service.galleries import GalleryService
 from service.index import IndexStore
-from service.metrics import ServiceMetrics
+from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-#: Room for multipart boundaries and form fields on top of the files themselves.
-_MULTIPART_OVERHEAD = 64 * 1024
-#: Largest body of a request without files (JSON): metadata is capped far below this.
-MAX_JSON_BODY = 1024 * 1024
 
 
 async def _flush_periodically(service: GalleryService, seconds: float) -> None:
@@ -137,6 +135,23 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's 405 names the methods of the first route on the path only; "Allow" must
+    # name every method the path answers (GET and DELETE of one gallery, say).
+    assert isinstance(exc, HTTPException)
+
+    def answers(method: str) -> bool:
+        probe = {**request.scope, "method": method}
+        return any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes)
+
+    allowed = [method for method in _METHODS if answers(method)]
+    headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the application.
 
@@ -144,7 +159,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: the configuration; read from ``LRFR_*`` environment variables if None.
 
     Returns:
-        The FastAPI app; the model and database are opened by its lifespan.
+        The FastAPI app; the model and database are opened by its lifespan. Keys and body
+        limits are checked by its routes (``service.api.guard.GuardedRoute``) before any
+        body is read.
     """
     settings = settings if settings is not None else Settings()
     app = FastAPI(
@@ -154,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = ServiceMetrics()
+    app.state.metrics = ServiceMetrics(gallery_labels=settings.metrics_gallery_labels)
     app.state.recognition = None
     app.state.engine = None
     app.add_exception_handler(ServiceError, _service_error)
@@ -162,29 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, recognition.router, galleries.router, metrics.router):
         app.include_router(router)
 
-    max_body = settings.max_upload_bytes * settings.max_files_per_request + _MULTIPART_OVERHEAD
-
-    @app.middleware("http")
-    async def limit_and_measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        content_type = request.headers.get("content-type", "")
-        limit = max_body if content_type.startswith("multipart/") else MAX_JSON_BODY
-        if length is not None and length.isdigit() and int(length) > limit:
-            response: Response = JSONResponse(
-                {"detail": f"request body of {length} bytes is over the limit of {limit}"},
-                status_code=413,
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
-        app.state.metrics.latency.labels(endpoint, request.method).observe(
-            time.perf_counter() - started
-        )
-        return response
-
+    app.add_exception_handler(405, _method_not_allowed)
+    install_openapi(app)
+    # The last added runs first: metrics see every answer, including the guard's.
+    app.add_middleware(CloseUnreadBody)
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     return app

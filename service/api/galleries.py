@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Query, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import AdminRole, ClientRole, RecognitionDep, SettingsDep, read_upload
+from service.api.guard import GuardedRoute
+from service.api.params import INT64_MAX, FaceId, GalleryName, SubjectId
+from service.api.responses import errors
 from service.schemas import (
     EnrollResponse,
     GalleryCreate,
@@ -18,44 +21,61 @@ from service.schemas import (
     SubjectOut,
 )
 
-router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
-
-#: Database integers are signed 64-bit: larger ids and offsets are refused (422), not a 500.
-_INT64_MAX = 2**63 - 1
+router = APIRouter(prefix="/v1/galleries", tags=["galleries"], route_class=GuardedRoute)
 
 
-@router.post("", response_model=GalleryOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=GalleryOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 409, 413, 422, 503),
+)
 async def create_gallery(_: AdminRole, service: RecognitionDep, body: GalleryCreate) -> GalleryOut:
     """Creates a gallery tied to the served model version."""
     return await run_in_threadpool(lambda: service.galleries.create_gallery(name=body.name))
 
 
-@router.get("", response_model=list[GalleryOut])
+@router.get("", response_model=list[GalleryOut], responses=errors(401, 503))
 async def list_galleries(_: ClientRole, service: RecognitionDep) -> list[GalleryOut]:
     return await run_in_threadpool(service.galleries.list_galleries)
 
 
-@router.get("/{gallery}", response_model=GalleryOut)
-async def get_gallery(_: ClientRole, service: RecognitionDep, gallery: str) -> GalleryOut:
+@router.get("/{gallery}", response_model=GalleryOut, responses=errors(401, 404, 422, 503))
+async def get_gallery(_: ClientRole, service: RecognitionDep, gallery: GalleryName) -> GalleryOut:
     return await run_in_threadpool(lambda: service.galleries.get_gallery(name=gallery))
 
 
-@router.delete("/{gallery}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_gallery(_: AdminRole, service: RecognitionDep, gallery: str) -> Response:
+@router.delete(
+    "/{gallery}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 422, 503),
+)
+async def delete_gallery(_: AdminRole, service: RecognitionDep, gallery: GalleryName) -> Response:
     """Deletes the gallery, its subjects, faces and vectors."""
     await run_in_threadpool(lambda: service.galleries.delete_gallery(name=gallery))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{gallery}/reembed", response_model=ReembedResponse)
-async def reembed_gallery(_: AdminRole, service: RecognitionDep, gallery: str) -> ReembedResponse:
+@router.post(
+    "/{gallery}/reembed",
+    response_model=ReembedResponse,
+    responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
+async def reembed_gallery(
+    _: AdminRole, service: RecognitionDep, gallery: GalleryName
+) -> ReembedResponse:
     """Re-embeds the gallery's stored faces with the served model and moves it to it."""
     return await service.reembed(gallery=gallery)
 
 
-@router.post("/{gallery}/subjects", response_model=SubjectOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{gallery}/subjects",
+    response_model=SubjectOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 503),
+)
 async def create_subject(
-    _: AdminRole, service: RecognitionDep, gallery: str, body: SubjectCreate
+    _: AdminRole, service: RecognitionDep, gallery: GalleryName, body: SubjectCreate
 ) -> SubjectOut:
     return await run_in_threadpool(
         lambda: service.galleries.create_subject(
@@ -64,12 +84,14 @@ async def create_subject(
     )
 
 
-@router.get("/{gallery}/subjects", response_model=list[SubjectOut])
+@router.get(
+    "/{gallery}/subjects", response_model=list[SubjectOut], responses=errors(401, 404, 422, 503)
+)
 async def list_subjects(
     _: ClientRole,
     service: RecognitionDep,
-    gallery: str,
-    offset: Annotated[int, Query(ge=0, le=_INT64_MAX)] = 0,
+    gallery: GalleryName,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[SubjectOut]:
     return await run_in_threadpool(
@@ -77,18 +99,26 @@ async def list_subjects(
     )
 
 
-@router.get("/{gallery}/subjects/{subject}", response_model=SubjectDetail)
+@router.get(
+    "/{gallery}/subjects/{subject}",
+    response_model=SubjectDetail,
+    responses=errors(401, 404, 422, 503),
+)
 async def get_subject(
-    _: ClientRole, service: RecognitionDep, gallery: str, subject: str
+    _: ClientRole, service: RecognitionDep, gallery: GalleryName, subject: SubjectId
 ) -> SubjectDetail:
     return await run_in_threadpool(
         lambda: service.galleries.get_subject(gallery=gallery, subject=subject)
     )
 
 
-@router.delete("/{gallery}/subjects/{subject}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{gallery}/subjects/{subject}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 422, 503),
+)
 async def delete_subject(
-    _: AdminRole, service: RecognitionDep, gallery: str, subject: str
+    _: AdminRole, service: RecognitionDep, gallery: GalleryName, subject: SubjectId
 ) -> Response:
     """Deletes the subject, its faces and their vectors."""
     await run_in_threadpool(
@@ -101,13 +131,14 @@ async def delete_subject(
     "/{gallery}/subjects/{subject}/faces",
     response_model=EnrollResponse,
     status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
 )
 async def enroll_faces(
     _: AdminRole,
     service: RecognitionDep,
     settings: SettingsDep,
-    gallery: str,
-    subject: str,
+    gallery: GalleryName,
+    subject: SubjectId,
     images: Annotated[list[UploadFile], File(description="One or more face images.")],
 ) -> EnrollResponse:
     """Enrolls one or many faces; those under the quality floor are refused with a reason."""
@@ -118,13 +149,17 @@ async def enroll_faces(
     return await service.enroll(uploads, gallery=gallery, subject=subject)
 
 
-@router.delete("/{gallery}/subjects/{subject}/faces/{face}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{gallery}/subjects/{subject}/faces/{face}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 422, 503),
+)
 async def delete_face(
     _: AdminRole,
     service: RecognitionDep,
-    gallery: str,
-    subject: str,
-    face: Annotated[int, Path(le=_INT64_MAX)],
+    gallery: GalleryName,
+    subject: SubjectId,
+    face: FaceId,
 ) -> Response:
     """Deletes one face and its vector."""
     await run_in_threadpool(

@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from service.api.deps import ClientRole, RecognitionDep, SettingsDep, read_upload
+from service.api.guard import GuardedRoute
+from service.api.params import GalleryField
+from service.api.responses import errors
 from service.schemas import IdentifyResponse, QualityResponse, VerifyResponse
 
-router = APIRouter(prefix="/v1", tags=["recognition"])
+router = APIRouter(prefix="/v1", tags=["recognition"], route_class=GuardedRoute)
 
 Threshold = Annotated[
     float | None,
@@ -29,7 +32,9 @@ Far = Annotated[
 ]
 
 
-@router.post("/quality", response_model=QualityResponse)
+@router.post(
+    "/quality", response_model=QualityResponse, responses=errors(400, 401, 413, 415, 422, 503)
+)
 async def quality(
     _: ClientRole,
     service: RecognitionDep,
@@ -40,7 +45,9 @@ async def quality(
     return await service.quality(await read_upload(image, field="image", settings=settings))
 
 
-@router.post("/verify", response_model=VerifyResponse)
+@router.post(
+    "/verify", response_model=VerifyResponse, responses=errors(400, 401, 413, 415, 422, 503)
+)
 async def verify(
     _: ClientRole,
     service: RecognitionDep,
@@ -56,13 +63,17 @@ async def verify(
     return await service.verify(first, second, threshold=threshold, far=far)
 
 
-@router.post("/identify", response_model=IdentifyResponse)
+@router.post(
+    "/identify",
+    response_model=IdentifyResponse,
+    responses=errors(400, 401, 404, 409, 413, 415, 422, 503),
+)
 async def identify(
     _: ClientRole,
     service: RecognitionDep,
     settings: SettingsDep,
     image: Annotated[UploadFile, File()],
-    gallery: Annotated[str, Form(min_length=1)],
+    gallery: GalleryField,
     top_k: Annotated[int, Form(ge=1)] = 5,
     threshold: Threshold = None,
     far: Far = None,

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 CLIENT_KEY = "client-key-0123456789abcdef"
+METRICS_KEY = "metrics-key-0123456789abcdef"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"X-API-Key": ADMIN_KEY}
 CLIENT = {"X-API-Key": CLIENT_KEY}
 
@@ -80,3 +90,48 @@ def png_claiming(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(settings: dict[str, str], log: Path, *, timeout: float = 60) -> Iterator[str]:
+    """``lrfr serve`` as a process on a free local port, configured by ``settings``
+    (``LRFR_*`` variables; those of the caller's environment are dropped); yields its
+    base URL once /readyz answers 200, and stops it on leaving."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LRFR_")}
+    env.update(settings)
+    port = free_port()
+    command = [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port)]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"not ready in {timeout} s: {log.read_text()}"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

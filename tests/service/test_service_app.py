@@ -108,7 +108,6 @@ def test_auth_matrix(
 def test_open_endpoints_need_no_key(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
-    assert client.get("/metrics").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "lrfr"
     assert client.get("/docs").status_code == 200
 
@@ -169,7 +168,7 @@ def test_corrupted_index_file_is_detected_and_rebuilt(make_client, make_settings
         reason = client.app.state.startup_report.rebuilt["g"]
         assert "corrupted" in reason and "checksum" in reason
         assert _top(client, 2) == ("a", pytest.approx(1.0, abs=1e-5))
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=ADMIN).text
         assert "lrfr_index_rebuilds_total 1.0" in metrics
     # the rebuilt index was persisted: the next start loads it as is
     with make_client() as client:
@@ -285,14 +284,15 @@ class _BrokenEngine:
         pass
 
 
-def test_metrics_count_requests_batches_and_gallery_sizes(client: TestClient) -> None:
-    _populate(client)
-    client.post(
-        "/v1/verify",
-        files={"image1": ("a.png", face_png(1)), "image2": ("b.png", face_png(2))},
-        headers=CLIENT,
-    )
-    text = client.get("/metrics").text
+def test_metrics_count_requests_batches_and_gallery_sizes(make_client) -> None:
+    with make_client(metrics_gallery_labels=True) as client:
+        _populate(client)
+        client.post(
+            "/v1/verify",
+            files={"image1": ("a.png", face_png(1)), "image2": ("b.png", face_png(2))},
+            headers=CLIENT,
+        )
+        text = client.get("/metrics", headers=ADMIN).text
     assert 'lrfr_requests_total{endpoint="/v1/verify",method="POST",status="200"} 1.0' in text
     assert 'endpoint="/v1/galleries/{gallery}/subjects/{subject}/faces"' in text
     assert 'lrfr_request_duration_seconds_count{endpoint="/v1/verify",method="POST"} 1.0' in text

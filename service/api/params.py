@@ -1,0 +1,58 @@
+"""Path and form parameters shared by the routes: ids with their pattern and length.
+
+Gallery names and subject ids are validated once, here, on every path and form field that
+carries one: NUL and control characters, slashes and over-long ids are a 422 before any
+database sees them (PostgreSQL refuses NUL in text with an error, SQLite stores it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Form, Path
+
+from service.schemas import NAME_PATTERN
+
+#: Longest gallery name or subject id (NAME_PATTERN says the same).
+NAME_MAX_LENGTH = 128
+#: Database integers are signed 64-bit: larger ids and offsets are refused (422), not a 500.
+INT64_MAX = 2**63 - 1
+
+_NAME_RULE = (
+    f"letters, digits, '.', '_' and '-', starting with a letter or digit, "
+    f"at most {NAME_MAX_LENGTH} characters"
+)
+
+GalleryName = Annotated[
+    str,
+    Path(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description=f"The gallery's name: {_NAME_RULE}.",
+        examples=["staff"],
+    ),
+]
+SubjectId = Annotated[
+    str,
+    Path(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description=f"The subject's id in its gallery: {_NAME_RULE}.",
+        examples=["s3"],
+    ),
+]
+FaceId = Annotated[
+    int, Path(ge=1, le=INT64_MAX, description="A face id, as assigned by the service.")
+]
+GalleryField = Annotated[
+    str,
+    Form(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description=f"The gallery's name: {_NAME_RULE}.",
+        examples=["staff"],
+    ),
+]
