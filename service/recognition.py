@@ -63,7 +63,7 @@ class Upload:
 class FaceRequest:
     """How to find the face in an upload (the API's ``face`` and ``face_index``)."""
 
-    mode: FaceMode = "auto"
+    mode: FaceMode | None = None  # None: LRFR_DEFAULT_FACE
     index: int | None = None
     single: bool = False
 
@@ -135,6 +135,16 @@ class RecognitionService:
 
     # -- images ------------------------------------------------------------------------------
 
+    def _face_request(self, face: FaceRequest | None) -> FaceRequest:
+        """``face`` with its mode resolved (the request's, else LRFR_DEFAULT_FACE)."""
+        face = face or FaceRequest()
+        mode = face.mode or self._settings.default_face
+        if face.index is not None and mode != "auto":
+            raise InvalidRequestError(
+                f"face_index picks one of the detected faces; it needs face=auto, not {mode}"
+            )
+        return FaceRequest(mode=mode, index=face.index, single=face.single)
+
     def _decode(self, upload: Upload) -> DecodedImage:
         return decode_image(
             upload.data, max_pixels=self._settings.max_image_pixels, name=upload.label
@@ -171,7 +181,7 @@ class RecognitionService:
         face: FaceRequest | None = None,
     ) -> list[PreparedFace]:
         """Decodes uploads, finds their faces and scores them, off the event loop."""
-        request = face or FaceRequest(mode=self._settings.default_face)
+        request = self._face_request(face)
         return await run_in_threadpool(
             lambda: [self._prepare_one(upload, keep_image, request) for upload in uploads]
         )
@@ -334,7 +344,7 @@ class RecognitionService:
             QualityRefusedError: every face was under ``min_enroll_quality`` (422).
             SeveralFacesError: an image holds several faces of similar size (422).
         """
-        request = face or FaceRequest(mode=self._settings.default_face)
+        request = self._face_request(face)
         request = FaceRequest(mode=request.mode, index=request.index, single=True)
         if len(uploads) > self._settings.max_files_per_request:
             raise InvalidRequestError(

@@ -9,8 +9,16 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import AdminRole, ClientRole, RecognitionDep, SettingsDep, read_upload
 from service.api.guard import GuardedRoute
-from service.api.params import INT64_MAX, FaceId, GalleryName, SubjectId
+from service.api.params import (
+    INT64_MAX,
+    FaceField,
+    FaceId,
+    FaceIndexField,
+    GalleryName,
+    SubjectId,
+)
 from service.api.responses import errors
+from service.recognition import FaceRequest
 from service.schemas import (
     EnrollResponse,
     GalleryCreate,
@@ -140,13 +148,18 @@ async def enroll_faces(
     gallery: GalleryName,
     subject: SubjectId,
     images: Annotated[list[UploadFile], File(description="One or more face images.")],
+    face: FaceField = None,
+    face_index: FaceIndexField = None,
 ) -> EnrollResponse:
-    """Enrolls one or many faces; those under the quality floor are refused with a reason."""
+    """Enrolls one or many faces; those under the quality floor are refused with a reason,
+    and an image with two or more faces of similar size unless face_index picks one."""
     uploads = [
         await read_upload(image, field=f"images[{position}]", settings=settings)
         for position, image in enumerate(images)
     ]
-    return await service.enroll(uploads, gallery=gallery, subject=subject)
+    return await service.enroll(
+        uploads, gallery=gallery, subject=subject, face=FaceRequest(mode=face, index=face_index)
+    )
 
 
 @router.delete(

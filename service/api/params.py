@@ -7,7 +7,7 @@ database sees them (PostgreSQL refuses NUL in text with an error, SQLite stores 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Form, Path
 
@@ -54,5 +54,21 @@ GalleryField = Annotated[
         max_length=NAME_MAX_LENGTH,
         description=f"The gallery's name: {_NAME_RULE}.",
         examples=["staff"],
+    ),
+]
+FaceField = Annotated[
+    Literal["auto", "aligned", "box"] | None,
+    Form(
+        description="How to read the image: 'auto' detects faces and aligns the largest "
+        "by its landmarks (a small image without a detection is taken as a box); "
+        "'aligned': already a template crop; 'box': a detector's box around one face. "
+        "Default: LRFR_DEFAULT_FACE ('auto').",
+    ),
+]
+FaceIndexField = Annotated[
+    int | None,
+    Form(
+        ge=0, le=1000,
+        description="With face=auto: which detected face to use, 0 = the largest.",
     ),
 ]
