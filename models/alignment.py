@@ -190,3 +190,44 @@ def align_box(
         RGB uint8 (size, size, 3).
     """
     return warp(image, box_matrix(box, transform, size), size)
+
+
+def replicate_border(
+    image: Image.Image | np.ndarray, margin: float = 0.5
+) -> tuple[Image.Image, int]:
+    """``image`` (RGB) with its border pixels repeated outwards by ``margin`` of its longer
+    side, and that padding in pixels.
+
+    The template reaches past a face's box (about 1.4x its width) and past the image when
+    the face touches the border: filled black, that area would make a hard edge that the
+    Laplacian q and the network both read as image content.
+    """
+    rgb = _rgb_image(image)
+    pad = max(1, int(np.ceil(margin * max(rgb.size))))
+    array = np.pad(np.asarray(rgb), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    return Image.fromarray(array), pad
+
+
+def align_face(
+    image: Image.Image | np.ndarray,
+    *,
+    landmarks: np.ndarray | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    size: int = INPUT_SIZE,
+) -> np.ndarray:
+    """The template crop of a face found by its 5 ``landmarks`` or, without them, its
+    detector ``box`` (default: the whole image), over the image with its border
+    repeated outwards (:func:`replicate_border`). The service and evaluation both align
+    faces with this.
+
+    Returns:
+        RGB uint8 (size, size, 3).
+    """
+    extended, pad = replicate_border(image)
+    if landmarks is not None:
+        return align_by_landmarks(extended, np.asarray(landmarks, dtype=np.float64) + pad, size)
+    if box is None:
+        width, height = _rgb_image(image).size
+        box = (0.0, 0.0, float(width), float(height))
+    x1, y1, x2, y2 = box
+    return align_box(extended, (x1 + pad, y1 + pad, x2 + pad, y2 + pad), size=size)

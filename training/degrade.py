@@ -23,7 +23,8 @@ _FILTERS: dict[str, Image.Resampling] = {
 }
 
 
-def _filter(name: str) -> Image.Resampling:
+def resampling(name: str) -> Image.Resampling:
+    """The Pillow filter of an interpolation name."""
     try:
         return _FILTERS[name]
     except KeyError:
@@ -57,5 +58,5 @@ def degrade(
     scale = side / max(height, width)
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = Image.fromarray(np.ascontiguousarray(pixels))
-    small = image.resize(small_size, _filter(down))
-    return np.asarray(small.resize((width, height), _filter(up)), dtype=np.uint8)
+    small = image.resize(small_size, resampling(down))
+    return np.asarray(small.resize((width, height), resampling(up)), dtype=np.uint8)

@@ -23,10 +23,11 @@ Three ways in, one way out (RGB uint8 112x112x3):
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,7 @@ from models.alignment import (
     ARCFACE_TEMPLATE_112,
     INPUT_SIZE,
     align_by_landmarks,
+    align_face,
     similarity_transform,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "LFW_DEEPFUNNELED_BOX",
     "FaceLoader",
     "FaceMode",
+    "FaceNotFoundError",
     "align_by_landmarks",
     "crop_lfw_deepfunneled",
     "load_landmarks",
@@ -56,7 +59,32 @@ __all__ = [
 #: (left, top, right, bottom) of the face in a 250x250 LFW deep-funneled image.
 LFW_DEEPFUNNELED_BOX: tuple[int, int, int, int] = (57, 49, 193, 185)
 
-FaceMode = Literal["lfw", "aligned", "landmarks"]
+FaceMode = Literal["lfw", "aligned", "landmarks", "detect", "box"]
+FACE_MODES: tuple[str, ...] = ("lfw", "aligned", "landmarks", "detect", "box")
+
+
+class FaceNotFoundError(ValueError):
+    """The detector found no face in an image (``detect`` and ``box`` modes)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _detector() -> Any:
+    """The service's face detector, created on first use (one per process)."""
+    from models.detector import FaceDetector
+
+    return FaceDetector(threads=1)
+
+
+def detect_largest(image: Image.Image) -> Any:
+    """The largest face CenterFace finds in ``image`` (the service's ``face=auto``).
+
+    Raises:
+        FaceNotFoundError: no face.
+    """
+    detections = _detector().detect(np.asarray(_rgb(image)))
+    if not detections:
+        raise FaceNotFoundError("no face found")
+    return max(detections, key=lambda d: d.area)
 
 
 def _rgb(image: Image.Image) -> Image.Image:
@@ -112,11 +140,15 @@ def load_landmarks(path: str | Path) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class FaceLoader:
-    """Turns image files into 112x112 network crops in one of the three modes.
+    """Turns image files into 112x112 network crops in one of five modes.
 
     Attributes:
-        mode: ``"lfw"`` (fixed deep-funneled box), ``"aligned"`` (as they are) or
-            ``"landmarks"`` (similarity alignment; every image needs landmarks).
+        mode: ``"lfw"`` (fixed deep-funneled box), ``"aligned"`` (as they are),
+            ``"landmarks"`` (similarity alignment; every image needs landmarks),
+            ``"detect"`` (the service's path: CenterFace on the raw image, the largest
+            face aligned by its landmarks) or ``"box"`` (CenterFace's box of the largest
+            face, mapped onto the template as the service maps a detector's box; see
+            :meth:`load_box`).
         landmarks: for ``"landmarks"``: ``{relative path or file name: (5, 2)}``.
         root: folder that landmark names are relative to.
     """
@@ -126,8 +158,8 @@ class FaceLoader:
     root: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("lfw", "aligned", "landmarks"):
-            raise ValueError(f"unknown face mode {self.mode!r}; use lfw, aligned or landmarks")
+        if self.mode not in FACE_MODES:
+            raise ValueError(f"unknown face mode {self.mode!r}; use {', '.join(FACE_MODES)}")
         if self.mode == "landmarks" and not self.landmarks:
             raise ValueError("face mode 'landmarks' needs a landmarks table")
 
@@ -142,12 +174,35 @@ class FaceLoader:
         raise KeyError(f"no landmarks for {path} (looked up {keys})")
 
     def load(self, path: str | Path) -> np.ndarray:
-        """The 112x112 RGB uint8 crop of the image at ``path``."""
+        """The 112x112 RGB uint8 crop of the image at ``path``.
+
+        Raises:
+            FaceNotFoundError: ``detect``/``box`` mode and no face in the image.
+        """
         path = Path(path)
+        if self.mode == "box":
+            return align_face(self.load_box(path))
         with Image.open(path) as image:
             image.load()
             if self.mode == "lfw":
                 return crop_lfw_deepfunneled(image)
             if self.mode == "landmarks":
                 return align_by_landmarks(image, self._landmarks_for(path))
+            if self.mode == "detect":
+                return align_face(image, landmarks=detect_largest(image).landmarks)
             return resize_aligned(image)
+
+    def load_box(self, path: str | Path) -> np.ndarray:
+        """What an upstream detector would send: the pixels of the largest face's
+        CenterFace box in the image at ``path``, at their own resolution (RGB uint8).
+
+        Raises:
+            FaceNotFoundError: no face in the image.
+        """
+        with Image.open(path) as image:
+            image.load()
+            rgb = _rgb(image)
+            x1, y1, x2, y2 = detect_largest(rgb).box
+            box = (round(x1), round(y1), max(round(x2), round(x1) + 1),
+                   max(round(y2), round(y1) + 1))
+            return np.asarray(rgb.crop(box), dtype=np.uint8)

@@ -25,7 +25,7 @@ eval_app = typer.Typer(
 )
 
 INTERPOLATIONS = ("bicubic", "area", "bilinear", "lanczos", "nearest")
-FACE_MODES = ("lfw", "aligned", "landmarks")
+FACE_MODES = ("lfw", "aligned", "landmarks", "detect", "box")
 
 MODEL = typer.Option(
     ..., "--model", "-m",
@@ -117,7 +117,12 @@ def lfw(
     cross_resolution: bool = typer.Option(
         False, "--cross-resolution", help="Also score 112 px vs r px pairs."
     ),
-    faces: str = typer.Option("lfw", help="lfw (fixed deep-funneled crop) or aligned."),
+    faces: str = typer.Option(
+        "lfw",
+        help="lfw (fixed deep-funneled crop), aligned, detect (the service's path: "
+        "CenterFace + 5-point alignment on the raw photo) or box (the detector's box "
+        "degraded to r px, mapped onto the template as the service maps face=box).",
+    ),
     landmarks: Path | None = LANDMARKS,
     limit: int | None = LIMIT,
     down: str = DOWN,
@@ -234,7 +239,9 @@ def folder(
     gallery_per_person: int = typer.Option(1, "--gallery-per-person", "-k",
                                            help="First k images per person form the gallery."),
     resolutions: str = typer.Option("112,56,28,14,7", help="Sides r to degrade probes to."),
-    faces: str = typer.Option("aligned", help="aligned, lfw (deep-funneled crop) or landmarks."),
+    faces: str = typer.Option(
+        "aligned", help="aligned, lfw (deep-funneled crop), landmarks, detect or box."
+    ),
     landmarks: Path | None = LANDMARKS,
     limit: int | None = LIMIT,
     down: str = DOWN,

@@ -192,8 +192,16 @@ def pair_scores(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", left, right).astype(np.float64)
 
 
+#: Scores that make a pair wrong at any threshold (cosines lie in [-1, 1]).
+_ALWAYS_REJECTED, _ALWAYS_ACCEPTED = -2.0, 2.0
+
+
 def score_pairs(
-    protocol: PairProtocol, left: np.ndarray, right: np.ndarray
+    protocol: PairProtocol,
+    left: np.ndarray,
+    right: np.ndarray,
+    *,
+    failed: np.ndarray | None = None,
 ) -> tuple[dict[str, object], RocCurve]:
     """Verification summary of ``protocol`` from the embeddings of each pair's images.
 
@@ -201,10 +209,19 @@ def score_pairs(
         protocol: the pairs.
         left, right: (pairs, D) L2-normalised embeddings of each pair's first and
             second image.
+        failed: pairs with an image where no face was found: counted as errors at
+            every threshold (a genuine pair rejected, an impostor pair accepted), never
+            dropped; their number is reported as ``failed_pairs``.
     """
-    return verification_metrics(
-        pair_scores(left, right), protocol.labels, protocol.folds, protocol.fars
-    )
+    scores = pair_scores(left, right)
+    labels = np.asarray(protocol.labels, dtype=bool)
+    if failed is not None and failed.any():
+        scores = scores.copy()
+        scores[failed & labels] = _ALWAYS_REJECTED
+        scores[failed & ~labels] = _ALWAYS_ACCEPTED
+    summary, curve = verification_metrics(scores, protocol.labels, protocol.folds, protocol.fars)
+    summary["failed_pairs"] = 0 if failed is None else int(failed.sum())
+    return summary, curve
 
 
 def score_identification(

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
+from models.alignment import align_face
 from models.decision import DecisionRule
 from models.quality import laplacian_score
-from training.degrade import Interpolation, degrade
+from training.degrade import Interpolation, degrade, resampling
 from training.eval.decisions import realised_rates
 from training.eval.embedding import EmbeddingModel, embed_batched
 from training.eval.metrics import RocCurve
@@ -37,7 +39,7 @@ from training.eval.protocols import (
     score_identification,
     score_pairs,
 )
-from training.faces import INPUT_SIZE, FaceLoader
+from training.faces import INPUT_SIZE, FaceLoader, FaceNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -97,26 +99,84 @@ class EvalSettings:
     decisions: bool = True
 
 
-def load_faces(
+@dataclass
+class LoadedFaces:
+    """The faces of a protocol's images, decoded once.
+
+    Attributes:
+        crops: uint8 (N, 112, 112, 3) template crops (zeros where detection failed).
+        failed: (N,) True where the detector found no face (``detect``/``box`` modes).
+        boxes: for ``box`` mode, each image's detector box at its own resolution.
+    """
+
+    crops: np.ndarray
+    failed: np.ndarray
+    boxes: list[np.ndarray] | None = None
+
+
+def load_face_set(
     paths: Sequence[Path], loader: FaceLoader, *, workers: int = 2, progress: bool = True
-) -> np.ndarray:
-    """Decodes and crops every image once: uint8 (N, 112, 112, 3)."""
-    faces = np.empty((len(paths), INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+) -> LoadedFaces:
+    """Decodes and crops every image once; detection failures are recorded, not raised."""
+    crops = np.zeros((len(paths), INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    failed = np.zeros(len(paths), dtype=bool)
+    boxes: list[np.ndarray] | None = [] if loader.mode == "box" else None
+    grey = np.full((1, 1, 3), 128, dtype=np.uint8)
+
+    def one(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+        try:
+            if boxes is not None:
+                box = loader.load_box(path)
+                return align_face(box), box
+            return loader.load(path), None
+        except FaceNotFoundError:
+            return None, None
+
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         tqdm(total=len(paths), desc="loading faces", unit="img", disable=not progress,
              leave=False) as bar,
     ):
-        for i, crop in enumerate(pool.map(loader.load, paths)):
-            faces[i] = crop
+        for i, (crop, box) in enumerate(pool.map(one, paths)):
+            if crop is None:
+                failed[i] = True
+            else:
+                crops[i] = crop
+            if boxes is not None:
+                boxes.append(grey if box is None else box)
             bar.update(1)
-    return faces
+    if failed.any():
+        logger.warning("no face found in %d of %d images", int(failed.sum()), len(paths))
+    return LoadedFaces(crops=crops, failed=failed, boxes=boxes)
+
+
+def load_faces(
+    paths: Sequence[Path], loader: FaceLoader, *, workers: int = 2, progress: bool = True
+) -> np.ndarray:
+    """Decodes and crops every image once: uint8 (N, 112, 112, 3).
+
+    Raises:
+        FaceNotFoundError: a ``detect``/``box`` loader found no face in an image.
+    """
+    loaded = load_face_set(paths, loader, workers=workers, progress=progress)
+    if loaded.failed.any():
+        first = paths[int(np.argmax(loaded.failed))]
+        raise FaceNotFoundError(f"no face found in {int(loaded.failed.sum())} images, e.g. {first}")
+    return loaded.crops
 
 
 class EmbeddingStore:
     """Embeddings of the cached faces per resolution, computed on first request."""
 
-    def __init__(self, model: EmbeddingModel, faces: np.ndarray, settings: EvalSettings) -> None:
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        faces: np.ndarray,
+        settings: EvalSettings,
+        *,
+        boxes: list[np.ndarray] | None = None,
+        failed: np.ndarray | None = None,
+    ) -> None:
         if tuple(model.input_size) != (INPUT_SIZE, INPUT_SIZE):
             raise ValueError(
                 f"the model takes {model.input_size} inputs; evaluation feeds "
@@ -124,6 +184,8 @@ class EmbeddingStore:
             )
         self.model = model
         self.faces = faces
+        self.boxes = boxes
+        self.failed = np.zeros(len(faces), bool) if failed is None else np.asarray(failed, bool)
         self.settings = settings
         self._embeddings: dict[int | None, np.ndarray] = {}
         self._done: dict[int | None, np.ndarray] = {}
@@ -137,11 +199,22 @@ class EmbeddingStore:
     def pixels(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:
         """The crops at ``indices`` as the network sees them at ``resolution``."""
         side = self.effective(resolution)
+        if self.boxes is not None:
+            return np.stack([self._box_pixels(self.boxes[i], side) for i in indices])
         crops = self.faces[indices]
         if side is None:
             return crops
         s = self.settings
         return np.stack([degrade(c, side, down=s.down, up=s.up) for c in crops])
+
+    def _box_pixels(self, box: np.ndarray, side: int | None) -> np.ndarray:
+        """A detector's box crop as sent by a camera whose face is ``side`` px wide,
+        mapped onto the template the way the service maps ``face=box`` uploads."""
+        height, width = box.shape[:2]
+        if side is not None and side < width:
+            size = (side, max(1, round(height * side / width)))
+            box = np.asarray(Image.fromarray(box).resize(size, resampling(self.settings.down)))
+        return align_face(box)
 
     def get(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:
         """Embeddings (len(indices), D) of the faces at ``indices`` degraded to ``resolution``."""
@@ -159,6 +232,8 @@ class EmbeddingStore:
                 self._embeddings[side] = np.zeros(
                     (len(self.faces), embeddings.shape[1]), dtype=np.float32
                 )
+            # no face found: a zero vector, similar to nothing (never a match)
+            embeddings[self.failed[missing]] = 0.0
             self._embeddings[side][missing] = embeddings
             done[missing] = True
             self.embedded += int(missing.size)
@@ -257,11 +332,15 @@ def evaluate(
     protocol = protocol.subset(limit)
     started = time.perf_counter()
     logger.info("%s: decoding %d images", protocol.name, len(protocol.images))
-    faces = load_faces(
+    faces = load_face_set(
         protocol.images, loader, workers=settings.workers, progress=settings.progress
     )
     loaded = time.perf_counter()
-    store = EmbeddingStore(model, faces, settings)
+    store = EmbeddingStore(model, faces.crops, settings, boxes=faces.boxes, failed=faces.failed)
+    failed_pairs = (
+        faces.failed[protocol.left] | faces.failed[protocol.right]
+        if isinstance(protocol, PairProtocol) else None
+    )
     rule = _decision_rule(model) if settings.decisions else None
     sections: dict[str, dict[str, Any]] = {"resolutions": {}}
     curves: dict[str, dict[str, RocCurve]] = {"downsampled": {}}
@@ -270,7 +349,9 @@ def evaluate(
         key = resolution_key(resolution)
         if isinstance(protocol, PairProtocol):
             left = store.get(resolution, protocol.left)
-            summary, curve = score_pairs(protocol, left, store.get(resolution, protocol.right))
+            summary, curve = score_pairs(
+                protocol, left, store.get(resolution, protocol.right), failed=failed_pairs
+            )
         else:
             summary, curve = score_identification(
                 protocol, store.get(None, protocol.gallery), store.get(resolution, protocol.probes)
@@ -284,7 +365,8 @@ def evaluate(
             and store.effective(resolution) is not None
         ):
             summary, curve = score_pairs(
-                protocol, store.get(None, protocol.left), store.get(resolution, protocol.right)
+                protocol, store.get(None, protocol.left), store.get(resolution, protocol.right),
+                failed=failed_pairs,
             )
             sections.setdefault("cross_resolution", {})[key] = summary
             curves.setdefault("cross_resolution", {})[key] = curve
@@ -299,6 +381,7 @@ def evaluate(
         "dataset": None if dataset is None else str(dataset),
         **sections,
         "images": len(protocol.images),
+        "detection_failures": int(faces.failed.sum()),
         "limit": limit,
         "settings": {
             **{k: v for k, v in asdict(settings).items() if k not in ("progress", "workers")},
