@@ -47,3 +47,17 @@ def test_recognises_unseen_lfw_pairs(shared_data_dir: Path) -> None:
         accuracy = run.results["resolutions"][str(side)]["accuracy"]
         print(f"bundled model, 200 pairsDevTest pairs at {side} px: {100 * accuracy:.1f} %")
         assert accuracy >= floor, (side, accuracy)
+
+
+def test_decides_with_thresholds_per_quality_band() -> None:
+    calibration = load_metadata(BUNDLED).quality_calibration
+    assert calibration is not None, "the bundled model must carry per-band thresholds"
+    assert "pairsDevTrain" in calibration.source and "one-image people" in calibration.source
+    cells = {(c.low, c.high): c for c in calibration.cells}
+    top = calibration.bands - 1
+    sharp, poorest = cells[(top, top)], cells[(0, 0)]
+    # impostors look alike as faces shrink: the poorest cell needs a far higher cosine
+    assert poorest.thresholds["1e-3"] > sharp.thresholds["1e-3"] + 0.03
+    # the sharp cell agrees with the single sharp-face threshold (same pairs, binned)
+    assert abs(sharp.thresholds["1e-3"] - load_metadata(BUNDLED).thresholds["1e-3"]) < 2e-3
+    assert all(c.impostors >= 1_000_000 for c in calibration.cells)
