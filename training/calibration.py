@@ -158,7 +158,7 @@ def calibrate_artifact(
     if tuple(model.input_size) != faces.shape[1:3]:
         # as the service feeds it: the crop resized to the network input (bicubic)
         faces = np.stack([
-            resize_to_input(Image.fromarray(face), tuple(model.input_size)) for face in faces
+            resize_to_input(Image.fromarray(face), model.input_size) for face in faces
         ])
     embeddings = embed_batched(model, faces, batch_size=batch_size, progress=progress,
                                desc="calibration")
@@ -231,7 +231,7 @@ def embed_degraded(
     progress: bool = True,
 ) -> DegradedSet:
     """Degrades 112 crops to every side (METHODS §5), scores and embeds them."""
-    size = tuple(model.input_size)
+    size = model.input_size
     blocks, qualities = [], []
     for side in sides:
         pixels = np.stack([degrade(face, side) for face in faces])
@@ -331,18 +331,49 @@ class CellHistograms:
         return float(hist[index:].sum() / total)
 
 
-def count_pairs(histograms: CellHistograms, data: DegradedSet, *, chunk: int = 2048) -> None:
+@dataclass
+class SidePairThresholds:
+    """Thresholds that one pair of sides (a, b) alone needs in each cell.
+
+    Attributes:
+        sides: the two sides (px).
+        impostors: (cells,) impostor pairs of this side pair in each cell.
+        thresholds: ``{far: (cells,) threshold}``, NaN where not measurable.
+    """
+
+    sides: tuple[int, int]
+    impostors: np.ndarray
+    thresholds: dict[str, np.ndarray]
+
+
+def count_pairs(
+    histograms: CellHistograms,
+    data: DegradedSet,
+    *,
+    chunk: int = 2048,
+    sides: Sequence[int] | None = None,
+    fars: Sequence[str] = THRESHOLD_FARS,
+) -> list[SidePairThresholds]:
     """Adds every pair of ``data`` at every pair of sides to ``histograms``.
 
     Pairs are (face i at side a, face j at side b) with i != j: for a == b each unordered
     pair once, for a != b both orders (they are different pairs of images). Pairs of a
     face with itself are left out. Labelled faces give genuine (same identity) and
     impostor pairs; unlabelled ones (each a different person) impostor pairs only.
+
+    Returns:
+        For each side pair, the thresholds its own impostors need in each cell (q only
+        approximates resolution: within one cell, pairs of the smallest faces score
+        higher than the cell's average impostor).
     """
-    sides, n = data.quality.shape
+    count, n = data.quality.shape
     ids = data.identities
-    for a in range(sides):
-        for b in range(a, sides):
+    names = list(sides) if sides is not None else list(range(count))
+    cells = histograms.bands * histograms.bands
+    per_pair = []
+    for a in range(count):
+        for b in range(a, count):
+            own = CellHistograms(histograms.edges, histograms.bins)
             for start in range(0, n, chunk):
                 rows = np.arange(start, min(start + chunk, n))
                 scores = data.embeddings[a, rows] @ data.embeddings[b].T
@@ -354,7 +385,26 @@ def count_pairs(histograms: CellHistograms, data: DegradedSet, *, chunk: int = 2
                 )
                 qa = np.broadcast_to(data.quality[a, rows][:, None], scores.shape)
                 qb = np.broadcast_to(data.quality[b][None, :], scores.shape)
-                histograms.add(scores, qa, qb, valid & same, valid & ~same)
+                own.add(scores, qa, qb, valid & same, valid & ~same)
+            histograms.genuine += own.genuine
+            histograms.impostor += own.impostor
+            per_pair.append(SidePairThresholds(
+                sides=(names[a], names[b]),
+                impostors=own.impostor.sum(axis=1),
+                thresholds={
+                    far: np.array([
+                        np.nan if (t := own.threshold(c, float(far))) is None else t
+                        for c in range(cells)
+                    ])
+                    for far in fars
+                },
+            ))
+    return per_pair
+
+
+#: A side pair's own threshold binds a cell when it holds at least this share of the
+#: cell's impostor pairs (smaller shares are the tails of neighbouring resolutions).
+MIN_SIDE_PAIR_SHARE = 0.1
 
 
 def calibrate_quality(
@@ -364,22 +414,24 @@ def calibrate_quality(
     edges: Sequence[float],
     fars: Sequence[str] = THRESHOLD_FARS,
     tar_floor: float = DEFAULT_TAR_FLOOR,
+    min_share: float = MIN_SIDE_PAIR_SHARE,
 ) -> QualityCalibration:
     """Thresholds per quality cell at each FAR.
 
     Genuine pairs come from ``labelled``; impostors from ``labelled`` and, separately,
     from each of ``extra_impostors`` (faces of people the model may never have seen).
-    Each cell's threshold is the **highest** of the thresholds that the impostor sources
-    measure there, so the FAR bound holds on every source: a model fine-tuned on the
-    labelled people can push their impostors apart further than strangers'.
+    A cell's threshold is the **highest** that any impostor source needs there, over
+    the cell as a whole and over each pair of resolutions holding at least ``min_share``
+    of the cell: the FAR bound then holds on every source (a model fine-tuned on the
+    labelled people can push their impostors apart further than strangers') and at every
+    resolution (q only approximates resolution; without this, 7 px impostors in a cell
+    shared with 8 px ones were accepted at 1.9-2.6x the target FAR).
     """
-    main = CellHistograms(edges)
-    count_pairs(main, labelled)
-    others = []
-    for data in extra_impostors:
+    sources = []
+    for data in (labelled, *extra_impostors):
         histograms = CellHistograms(edges)
-        count_pairs(histograms, data)
-        others.append(histograms)
+        sources.append((histograms, count_pairs(histograms, data, fars=fars)))
+    main = sources[0][0]
     cells = []
     for low in range(main.bands):
         for high in range(low, main.bands):
@@ -387,21 +439,32 @@ def calibrate_quality(
             thresholds: dict[str, float | None] = {}
             tar: dict[str, float | None] = {}
             for key in fars:
-                measured = [h.threshold(cell, float(key)) for h in (main, *others)]
-                usable = [t for t in measured if t is not None]
+                usable = []
+                for histograms, per_pair in sources:
+                    whole = histograms.threshold(cell, float(key))
+                    if whole is None:
+                        continue
+                    usable.append(whole)
+                    total = histograms.impostor[cell].sum()
+                    usable += [
+                        float(p.thresholds[key][cell]) for p in per_pair
+                        if p.impostors[cell] >= min_share * total
+                        and np.isfinite(p.thresholds[key][cell])
+                    ]
                 thresholds[key] = max(usable) if usable else None
                 tar[key] = None if not usable else main.tar(cell, max(usable))
             cells.append(QualityCell(
                 low=low, high=high, thresholds=thresholds, tar=tar,
                 genuine=int(main.genuine[cell].sum()),
-                impostors=int(main.impostor[cell].sum()
-                              + sum(h.impostor[cell].sum() for h in others)),
+                impostors=int(sum(h.impostor[cell].sum() for h, _ in sources)),
             ))
     names = ", ".join([labelled.name, *(d.name for d in extra_impostors)])
-    sides = labelled.quality.shape[0]
+    count = labelled.quality.shape[0]
     return QualityCalibration(
         edges=tuple(edges), cells=tuple(cells), tar_floor=tar_floor,
-        source=f"{names}; every face degraded to {sides} sides in 7..112 px, all pairs",
+        source=f"{names}; every face degraded to {count} sides in 7..112 px, all pairs; "
+        f"each cell's threshold the strictest over its sources and over the resolution "
+        f"pairs holding >= {min_share:.0%} of it",
     )
 
 
