@@ -136,3 +136,26 @@ def test_extra_impostors_can_only_raise_a_threshold() -> None:
         assert cell.impostors > alone[key].impostors
         assert cell.genuine == alone[key].genuine
     assert any(both[k].thresholds["1e-2"] > alone[k].thresholds["1e-2"] for k in both)
+
+
+def test_the_smallest_faces_sharing_a_cell_get_their_own_strictness() -> None:
+    # q cannot tell the two sides apart (both ~1), but side 0's impostors look alike
+    data = _synthetic(people=60, per_person=4, seed=7)
+    data.quality[:] = 1.0
+    ids = data.identities
+    same = ids[:, None] == ids[None, :]
+    left, right = np.nonzero(np.triu(same, 1))
+
+    def far_at_side_0(min_share: float) -> float:
+        calibration = calibrate_quality(data, edges=(4.0,), min_share=min_share)
+        rule = DecisionRule(
+            ModelMetadata(name="m", version="1", embedding_size=64, backbone="x",
+                          quality_calibration=calibration), fallback_threshold=0.5)
+        return realised_rates(
+            rule, fars=("1e-2",), embeddings_a=data.embeddings[0], quality_a=data.quality[0],
+            embeddings_b=data.embeddings[0], quality_b=data.quality[0], identities=ids,
+            genuine_left=left, genuine_right=right, same_side=True,
+        )["1e-2"]["far"]
+
+    assert far_at_side_0(min_share=1.01) > 0.02  # the cell's average lets them through
+    assert far_at_side_0(min_share=0.1) <= 0.01  # their own threshold holds the FAR
