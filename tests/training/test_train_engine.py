@@ -13,6 +13,7 @@ from torch import nn
 
 from models.heads import list_heads
 from tests.training.conftest import SyntheticSource
+from training import engine
 from training.config import ConfigError, ScheduleConfig, TrainConfig
 from training.engine import (
     LRSchedule,
@@ -182,11 +183,15 @@ def test_time_limit_stops_with_a_checkpoint(tiny_config: Callable[..., TrainConf
     assert torch.load(result.checkpoint, weights_only=False)["step"] == 1
 
 
-def test_precision_resolution() -> None:
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
-    assert autocast_dtype("auto", cpu) in (None, torch.bfloat16)
+    # "auto" on the CPU: bf16 only where the CPU computes it natively
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    assert autocast_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+    assert autocast_dtype("auto", cpu) is None
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         autocast_dtype("fp16", cpu)
 
