@@ -109,7 +109,7 @@ def read_dlib_resnet(path: str | Path) -> tuple[tuple[float, float, float], list
     return mean, layers
 
 
-def _conv_weights(layer: DlibLayer, conv: torch.nn.Conv2d) -> dict[str, torch.Tensor]:
+def conv_weights(layer: DlibLayer, conv: torch.nn.Conv2d) -> dict[str, torch.Tensor]:
     filters, rows, cols, stride_y, stride_x, pad_y, pad_x = layer.settings
     expected = (conv.out_channels, *conv.kernel_size, *conv.stride, *conv.padding)
     if (filters, rows, cols, stride_y, stride_x, pad_y, pad_x) != expected:
@@ -124,44 +124,3 @@ def _conv_weights(layer: DlibLayer, conv: torch.nn.Conv2d) -> dict[str, torch.Te
     weight = layer.params[:weight_count].reshape(filters, conv.in_channels, rows, cols)
     return {"weight": torch.from_numpy(weight.copy()),
             "bias": torch.from_numpy(layer.params[weight_count:].copy())}
-
-
-def load_dlib_resnet(network: torch.nn.Module, path: str | Path) -> None:
-    """Copies a dlib ``.dat`` file's weights into a ``DlibResNet`` (in place).
-
-    Raises:
-        DlibFormatError: the file does not hold the expected layers and sizes.
-    """
-    from models.backbones.dlib_resnet import Affine
-
-    mean, layers = read_dlib_resnet(path)
-    convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
-    affines = [m for m in network.modules() if isinstance(m, Affine)]
-    found = {kind: [layer for layer in layers if layer.kind == kind]
-             for kind in ("con", "affine", "fc")}
-    if (len(found["con"]), len(found["affine"]), len(found["fc"])) != (len(convs), len(affines), 1):
-        raise DlibFormatError(
-            f"{path}: {len(found['con'])} conv / {len(found['affine'])} affine / "
-            f"{len(found['fc'])} fc layers, the network has {len(convs)} / {len(affines)} / 1"
-        )
-    with torch.no_grad():
-        network.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        for layer, conv in zip(found["con"], convs, strict=True):
-            weights = _conv_weights(layer, conv)
-            conv.weight.copy_(weights["weight"])
-            conv.bias.copy_(weights["bias"])
-        for layer, affine in zip(found["affine"], affines, strict=True):
-            channels = affine.gamma.numel()
-            if layer.params.size != 2 * channels:
-                raise DlibFormatError(
-                    f"dlib affine has {layer.params.size} values, expected {2 * channels}"
-                )
-            affine.gamma.copy_(torch.from_numpy(layer.params[:channels].copy()))
-            affine.beta.copy_(torch.from_numpy(layer.params[channels:].copy()))
-        fc = found["fc"][0]
-        outputs, inputs = fc.settings
-        if (outputs, inputs) != (network.fc.out_features, network.fc.in_features) or \
-                fc.params.size != outputs * inputs:
-            raise DlibFormatError(f"dlib fc {fc.settings} with {fc.params.size} values does not "
-                                  f"match {network.fc.in_features} -> {network.fc.out_features}")
-        network.fc.weight.copy_(torch.from_numpy(fc.params.reshape(inputs, outputs).T.copy()))

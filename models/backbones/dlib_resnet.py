@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.backbones.dlib_format import DlibFormatError, conv_weights, read_dlib_resnet
 from models.backbones.registry import register_backbone
 
 #: Side of dlib's face chip.
@@ -105,6 +106,8 @@ class DlibResNet(nn.Module):
             network as it is (it must then be a dlib chip, e.g. for parity checks).
     """
 
+    mean: torch.Tensor
+
     def __init__(
         self,
         embedding_size: int = 128,
@@ -154,8 +157,6 @@ class DlibResNet(nn.Module):
 
     def load_pretrained(self, path: str | Path) -> None:
         """Copies the weights of a dlib ``.dat`` model file into this network."""
-        from models.backbones.dlib_format import load_dlib_resnet
-
         load_dlib_resnet(self, path)
 
 
@@ -180,3 +181,43 @@ def dlib_resnet29(
     if dropout:
         raise ValueError("dlib-resnet29 has no dropout layer; set dropout to 0")
     return DlibResNet(input_size=input_size, chip_box=CHIP_BOX if framing else None)
+
+
+def load_dlib_resnet(network: DlibResNet, path: str | Path) -> None:
+    """Copies a dlib ``.dat`` file's weights into a ``DlibResNet`` (in place).
+
+    Raises:
+        DlibFormatError: the file does not hold the expected layers and sizes.
+    """
+    mean, layers = read_dlib_resnet(path)
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    affines = [m for m in network.modules() if isinstance(m, Affine)]
+    found = {kind: [layer for layer in layers if layer.kind == kind]
+             for kind in ("con", "affine", "fc")}
+    if (len(found["con"]), len(found["affine"]), len(found["fc"])) != (len(convs), len(affines), 1):
+        raise DlibFormatError(
+            f"{path}: {len(found['con'])} conv / {len(found['affine'])} affine / "
+            f"{len(found['fc'])} fc layers, the network has {len(convs)} / {len(affines)} / 1"
+        )
+    with torch.no_grad():
+        network.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        for layer, conv in zip(found["con"], convs, strict=True):
+            weights = conv_weights(layer, conv)
+            conv.weight.copy_(weights["weight"])
+            assert conv.bias is not None  # every conv of the network has a bias
+            conv.bias.copy_(weights["bias"])
+        for layer, affine in zip(found["affine"], affines, strict=True):
+            channels = affine.gamma.numel()
+            if layer.params.size != 2 * channels:
+                raise DlibFormatError(
+                    f"dlib affine has {layer.params.size} values, expected {2 * channels}"
+                )
+            affine.gamma.copy_(torch.from_numpy(layer.params[:channels].copy()))
+            affine.beta.copy_(torch.from_numpy(layer.params[channels:].copy()))
+        fc = found["fc"][0]
+        outputs, inputs = fc.settings
+        if (outputs, inputs) != (network.fc.out_features, network.fc.in_features) or \
+                fc.params.size != outputs * inputs:
+            raise DlibFormatError(f"dlib fc {fc.settings} with {fc.params.size} values does not "
+                                  f"match {network.fc.in_features} -> {network.fc.out_features}")
+        network.fc.weight.copy_(torch.from_numpy(fc.params.reshape(inputs, outputs).T.copy()))

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from models.backbones import DlibResNet, create_backbone
-from models.backbones.dlib_format import DlibFormatError, load_dlib_resnet, read_dlib_resnet
-from models.backbones.dlib_resnet import CHIP_SIZE, Affine, _padded_sum
+from models.backbones.dlib_format import DlibFormatError, read_dlib_resnet
+from models.backbones.dlib_resnet import CHIP_SIZE, Affine, _padded_sum, load_dlib_resnet
 from models.quality_torch import laplacian_quality_torch
 
 # --------------------------------------------------------------------------- writer
