@@ -33,7 +33,7 @@ from service.index import IndexStore
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
-from service.settings import Settings
+from service.settings import BUNDLED_MODEL_PATH, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     embedder = await run_in_threadpool(
         lambda: OnnxEmbedder(
-            settings.model_path,
+            settings.model_path or BUNDLED_MODEL_PATH,  # the settings fill it in
             providers=settings.execution_providers or None,
             threads=settings.ort_threads,
         )

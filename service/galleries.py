@@ -233,12 +233,12 @@ class GalleryService:
                         self._model.version,
                     )
                     continue
-                reason = self._load_one(session, gallery)
-                if reason is None:
+                problem = self._load_one(session, gallery)
+                if problem is None:
                     report.loaded.append(gallery.name)
                     continue
-                logger.warning("index of gallery '%s' %s: rebuilding it", gallery.name, reason)
-                report.rebuilt[gallery.name] = reason
+                logger.warning("index of gallery '%s' %s: rebuilding it", gallery.name, problem)
+                report.rebuilt[gallery.name] = problem
                 self._rebuild(session, gallery)
         self.flush()
         return report

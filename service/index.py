@@ -120,7 +120,9 @@ class GalleryIndex:
         """Removes ``ids``; returns how many were there. Caller holds the write lock."""
         removed = 0
         if len(ids):
-            removed = int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
+            # faiss's wrapper takes an id array; its stubs know only IDSelector
+            ids64 = np.asarray(ids, dtype=np.int64)
+            removed = int(self.index.remove_ids(ids64))  # type: ignore[arg-type]
         self.revision = revision
         return removed
 

@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -167,6 +168,7 @@ class RecognitionService:
 
     def _prepare_one(self, upload: Upload, keep_image: bool, face: FaceRequest) -> PreparedFace:
         decoded = self._decode(upload)
+        assert face.mode is not None  # resolved by the caller (LRFR_DEFAULT_FACE)
         found = self.finder.find(
             decoded.image, face.mode, face_index=face.index, single=face.single,
             name=upload.label,
@@ -273,7 +275,7 @@ class RecognitionService:
         key = self._far(far)
         await run_in_threadpool(lambda: self.galleries.get_gallery(name=gallery))
         decoded, faces = await run_in_threadpool(lambda: self._detect_all(upload))
-        vectors = await self.embed(faces) if faces else []
+        vectors: np.ndarray | list[np.ndarray] = await self.embed(faces) if faces else []
         answers = [
             await self._identify_one(
                 face, vector, gallery=gallery, top_k=top_k, threshold=threshold, far=key
@@ -312,7 +314,7 @@ class RecognitionService:
         ]
         # open set: the best candidate decides (FNIR/FPIR are defined on the top score)
         best = decided[0] if decided else None
-        outcome = "unknown"
+        outcome: Literal["match", "unknown", "undecidable"] = "unknown"
         if best is not None and best.decision != "no_match":
             outcome = best.decision
         return IdentifyResponse(
@@ -359,20 +361,20 @@ class RecognitionService:
         floor = self.enroll_floor
         accepted: list[PreparedFace] = []
         refused: list[RefusedFace] = []
-        for position, (upload, face) in enumerate(zip(uploads, faces, strict=True)):
-            if floor is not None and face.quality.laplacian < floor:
+        for position, (upload, prepared) in enumerate(zip(uploads, faces, strict=True)):
+            if floor is not None and prepared.quality.laplacian < floor:
                 refused.append(
                     RefusedFace(
                         index=position,
                         filename=upload.filename,
-                        reason=f"quality {face.quality.laplacian:.3f} is under the enrollment "
+                        reason=f"quality {prepared.quality.laplacian:.3f} is under the enrollment "
                         f"floor {floor:.3f} (LRFR_MIN_ENROLL_QUALITY)",
-                        quality=face.quality,
-                        face=face.info,
+                        quality=prepared.quality,
+                        face=prepared.info,
                     )
                 )
             else:
-                accepted.append(face)
+                accepted.append(prepared)
         if not accepted:
             raise QualityRefusedError(
                 {
@@ -384,19 +386,19 @@ class RecognitionService:
         rows = [
             crud.NewFace(
                 embedding=vector,
-                laplacian=face.quality.laplacian,
-                laplacian_var=face.quality.laplacian_var,
-                width=face.quality.width,
-                height=face.quality.height,
-                image_png=face.image_png,
+                laplacian=prepared.quality.laplacian,
+                laplacian_var=prepared.quality.laplacian_var,
+                width=prepared.quality.width,
+                height=prepared.quality.height,
+                image_png=prepared.image_png,
             )
-            for face, vector in zip(accepted, vectors, strict=True)
+            for prepared, vector in zip(accepted, vectors, strict=True)
         ]
         stored = await run_in_threadpool(
             lambda: self.galleries.add_faces(gallery=gallery, subject=subject, faces=rows)
         )
-        for out, face in zip(stored, accepted, strict=True):
-            out.face = face.info
+        for out, prepared in zip(stored, accepted, strict=True):
+            out.face = prepared.info
         return EnrollResponse(subject=subject, faces=stored, refused=refused)
 
     async def reembed(self, *, gallery: str, chunk: int = 256) -> ReembedResponse:

@@ -65,15 +65,16 @@ _NUL_FREE_PATTERN = "^[^\\u0000]*$"
 _NulFreeText = Annotated[str, WithJsonSchema({"type": "string", "pattern": _NUL_FREE_PATTERN})]
 # "not" rather than "pattern", so that dict keys become propertyNames, not patternProperties
 _NulFreeKey = Annotated[str, WithJsonSchema({"type": "string", "not": {"pattern": "\\u0000"}})]
-MetadataValue = TypeAliasType(
+# mypy cannot resolve this recursive TypeAliasType (python/mypy#16614); pydantic can
+MetadataValue = TypeAliasType(  # type: ignore[misc]
     "MetadataValue",
     Union[  # noqa: UP007 (a recursive alias needs the string forward references)
         _NulFreeText,
         bool,
         int,
         float,
-        list["MetadataValue"],
-        dict[_NulFreeKey, "MetadataValue"],
+        list["MetadataValue"],  # type: ignore[misc]
+        dict[_NulFreeKey, "MetadataValue"],  # type: ignore[misc]
         None,
     ],
 )
@@ -83,7 +84,7 @@ class _DocumentedAs:
     """Annotated marker: a field validated as declared is documented as ``type_`` (here,
     NUL-free JSON at every level, which JSON Schema can say and ``dict[str, Any]`` cannot)."""
 
-    def __init__(self, type_: object) -> None:
+    def __init__(self, type_: Any) -> None:
         self._type = type_
 
     def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
