@@ -17,7 +17,7 @@ import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 #: The false-accept rates at which thresholds are calibrated, as metadata keys.
 THRESHOLD_FARS: tuple[str, ...] = ("1e-2", "1e-3", "1e-4")
 

@@ -12,6 +12,7 @@ same numbers to 1e-4 relative.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def _pad_reflect101(image: np.ndarray) -> np.ndarray:
         axis_pads = [(0, 0)] * image.ndim
         axis_pads[axis] = pads[axis]
         # reflect-101 needs two pixels; OpenCV falls back to the pixel itself for one.
-        mode = "reflect" if image.shape[axis] > 1 else "edge"
+        mode: Literal["reflect", "edge"] = "reflect" if image.shape[axis] > 1 else "edge"
         out = np.pad(out, axis_pads, mode=mode)
     return out
 

@@ -14,4 +14,5 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[train,service,dev]"
 ruff check .
+mypy
 python -m pytest "$@"

@@ -477,7 +477,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is list:
         if not isinstance(value, list):

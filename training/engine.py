@@ -484,7 +484,7 @@ class Trainer:
             f"{start.get('head_name')}+{objective.name}"
             if start is not None and start.get("head_name") else objective.name
         )
-        if start is not None and hasattr(objective, "init_weight_from"):
+        if start is not None:
             weight = (start.get("head_state") or {}).get("weight")
             if weight is not None and objective.init_weight_from(weight):
                 logger.info("class centres initialised from the checkpoint's head")
@@ -517,7 +517,8 @@ class Trainer:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         module.to(device)
         if e.channels_last:
-            module.backbone.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format; torch's stubs leave it out
+            module.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = torch.optim.SGD(
             parameter_groups([module], c.optim.weight_decay, c.optim.decay_norm_and_bias),
             lr=c.optim.lr, momentum=c.optim.momentum, nesterov=c.optim.nesterov,

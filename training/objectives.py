@@ -62,6 +62,10 @@ class Objective(nn.Module, ABC):
     def forward(self, backbone: nn.Module, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """``(loss, stats)``: a scalar loss and detached scalar or per-sample stats."""
 
+    def init_weight_from(self, weight: torch.Tensor) -> bool:
+        """Starts the class centres from a trained head's ``weight``; ``False``: not used."""
+        return False
+
 
 def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
     """Decorator registering ``builder(config, num_classes, embedding_size)``."""

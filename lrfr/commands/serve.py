@@ -25,7 +25,7 @@ def serve(
 
     from models.artifact import ArtifactError, load_metadata
     from service.app import create_app
-    from service.settings import Settings
+    from service.settings import BUNDLED_MODEL_PATH, Settings
 
     try:
         settings = Settings()
@@ -34,7 +34,8 @@ def serve(
         typer.echo(f"error: invalid settings: {problems}", err=True)
         raise typer.Exit(code=2) from exc
     try:
-        load_metadata(settings.model_path)  # the lifespan loads it again; this fails fast
+        # the lifespan loads it again; this fails fast (the settings fill in the bundled path)
+        load_metadata(settings.model_path or BUNDLED_MODEL_PATH)
     except ArtifactError as exc:
         typer.echo(f"error: cannot serve model {settings.model_path}: {exc}", err=True)
         raise typer.Exit(code=2) from exc

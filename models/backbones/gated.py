@@ -34,6 +34,8 @@ class QualityGated(nn.Module):
         input_size: side of the square input.
     """
 
+    laplacian: torch.Tensor
+
     def __init__(self, sharp: nn.Module, blurred: nn.Module, gate: float,
                  input_size: int = 112) -> None:
         super().__init__()

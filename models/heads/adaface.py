@@ -38,6 +38,9 @@ class AdaFaceHead(MarginHead):
     ``last_stats`` holds ``z_hat``, ``g_angle`` and ``g_add`` per sample.
     """
 
+    running_mean: torch.Tensor
+    running_std: torch.Tensor
+
     def __init__(
         self,
         embedding_size: int,
@@ -92,4 +95,4 @@ class AdaFaceHead(MarginHead):
         shifted = (theta + g_angle).clamp(self.eps, math.pi - self.eps)
         target = torch.cos(shifted) - g_add
         self.last_stats = {"z_hat": z_hat, "g_angle": g_angle, "g_add": g_add}
-        return self.scale * self.with_target(cosine, labels, target)
+        return self.scaled(self.with_target(cosine, labels, target))

@@ -54,4 +54,4 @@ class ResolutionAwareMarginHead(MarginHead):
         )
         target = arc_margin_target(self.target_column(cosine, labels), margins)
         self.last_stats = {"margin": margins.detach()}
-        return self.scale * self.with_target(cosine, labels, target)
+        return self.scaled(self.with_target(cosine, labels, target))

@@ -68,4 +68,4 @@ class LaplacianMarginHead(MarginHead):
         margins = self.sample_margins(quality.to(cosine.device))
         target = arc_margin_target(self.target_column(cosine, labels), margins)
         self.last_stats = {"margin": margins}
-        return self.scale * self.with_target(cosine, labels, target)
+        return self.scaled(self.with_target(cosine, labels, target))

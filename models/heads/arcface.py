@@ -37,4 +37,4 @@ class ArcFaceHead(MarginHead):
         degraded: torch.Tensor | None,
     ) -> torch.Tensor:
         target = arc_margin_target(self.target_column(cosine, labels), self.margin)
-        return self.scale * self.with_target(cosine, labels, target)
+        return self.scaled(self.with_target(cosine, labels, target))

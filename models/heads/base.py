@@ -72,6 +72,12 @@ class MarginHead(nn.Module, ABC):
         nn.init.normal_(self.weight, std=0.01)
         self.last_stats: dict[str, torch.Tensor] = {}
 
+    def scaled(self, logits: torch.Tensor) -> torch.Tensor:
+        """s · logits, for heads with a fixed scale s."""
+        if self.scale is None:
+            raise TypeError(f"{type(self).__name__} has no fixed scale")
+        return self.scale * logits
+
     @property
     def last_margins(self) -> torch.Tensor | None:
         """Per-sample margins m_i of the last forward (heads with one), else ``None``."""

@@ -36,4 +36,4 @@ class CosFaceHead(MarginHead):
         degraded: torch.Tensor | None,
     ) -> torch.Tensor:
         target = self.target_column(cosine, labels) - self.margin
-        return self.scale * self.with_target(cosine, labels, target)
+        return self.scaled(self.with_target(cosine, labels, target))

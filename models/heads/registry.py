@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from models.heads.base import MarginHead
 
@@ -55,7 +55,7 @@ def head_params(name: str) -> dict[str, object]:
     }
 
 
-def create_head(name: str, embedding_size: int, num_classes: int, **params: object) -> MarginHead:
+def create_head(name: str, embedding_size: int, num_classes: int, **params: Any) -> MarginHead:
     """Builds a registered margin head.
 
     Args:

@@ -35,6 +35,8 @@ class SphereFaceHead(MarginHead):
         gamma: γ [0.1].
     """
 
+    iteration: torch.Tensor
+
     def __init__(
         self,
         embedding_size: int,

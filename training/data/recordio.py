@@ -51,13 +51,13 @@ class IRHeader:
     def class_label(self) -> int:
         """The identity: the label, or the first entry of a label vector."""
         value = self.label if np.isscalar(self.label) else np.asarray(self.label).ravel()[0]
-        return int(value)
+        return int(value)  # type: ignore[arg-type]  # a scalar: float or a numpy number
 
 
 def pack_record(header: IRHeader, payload: bytes) -> bytes:
     """``IRHeader`` + payload, as ``mx.recordio.pack`` lays it out."""
     if isinstance(header.label, int | float) or np.isscalar(header.label):
-        return _HEADER.pack(0, float(header.label), header.id, header.id2) + payload
+        return _HEADER.pack(0, float(header.label), header.id, header.id2) + payload  # type: ignore[arg-type]
     labels = np.asarray(header.label, dtype=np.float32).ravel()
     return _HEADER.pack(labels.size, 0.0, header.id, header.id2) + labels.tobytes() + payload
 
@@ -77,7 +77,8 @@ def unpack_record(record: bytes) -> tuple[IRHeader, bytes]:
 
 
 def _aligned_magic_positions(data: bytes) -> list[int]:
-    positions, start = [], 0
+    positions: list[int] = []
+    start = 0
     while True:
         found = data.find(_MAGIC_BYTES, start)
         if found < 0:

@@ -30,7 +30,8 @@ class SampleKey(NamedTuple):
         seed: seed of its augmentation.
     """
 
-    index: int
+    # shadows tuple.index on purpose: the field name reads better than the method
+    index: int  # type: ignore[assignment]
     side: int
     seed: int
 

@@ -74,7 +74,7 @@ def _keep_classes(
     remap[kept_classes] = np.arange(kept_classes.size)
     new_labels = remap[labels]
     keep = np.flatnonzero(new_labels >= 0)
-    return keep, new_labels[keep], [names[c] for c in kept_classes]
+    return keep, new_labels[keep], [names[int(c)] for c in kept_classes]
 
 
 @dataclass

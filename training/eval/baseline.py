@@ -40,7 +40,7 @@ def build_pixel_baseline(
         helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["flat", "mean"], ["embedding"]),
     ]
-    input_shape = ["N", 3, input_size, input_size]
+    input_shape: list[str | int] = ["N", 3, input_size, input_size]
     graph = helper.make_graph(
         nodes,
         "pixel_baseline",

@@ -358,7 +358,10 @@ def load_identity_folder(root: str | Path, gallery_per_person: int = 1) -> Ident
         raise ValueError(f"gallery_per_person must be >= 1, got {gallery_per_person}")
     people = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     images: list[Path] = []
-    gallery, gallery_labels, probes, probe_labels = [], [], [], []
+    gallery: list[int] = []
+    gallery_labels: list[int] = []
+    probes: list[int] = []
+    probe_labels: list[int] = []
     for label, person in enumerate(people):
         files = _images_below(person)
         for position, path in enumerate(files):

@@ -227,9 +227,17 @@ def load_model(
     )
 
 
+class PixelBatches(Protocol):
+    """Pixels produced a slice at a time (e.g. degraded on demand)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, item: slice) -> np.ndarray: ...
+
+
 def embed_batched(
     model: EmbeddingModel,
-    pixels: np.ndarray | Sequence[np.ndarray],
+    pixels: np.ndarray | Sequence[np.ndarray] | PixelBatches,
     *,
     batch_size: int = 128,
     progress: bool = True,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,12 @@ from training.eval.metrics import (
 )
 
 
-def _reindex(images: Sequence[Path], *index_arrays: np.ndarray) -> tuple[list[Path], ...]:
-    """Keeps only the images the index arrays use, renumbering the arrays to match."""
+def _reindex(images: Sequence[Path], *index_arrays: np.ndarray) -> tuple[Any, ...]:
+    """Keeps only the images the index arrays use, renumbering the arrays to match.
+
+    Returns:
+        The kept images (a list of paths), then each index array renumbered.
+    """
     used = np.unique(np.concatenate([np.asarray(a, dtype=np.int64) for a in index_arrays]))
     remap = np.full(len(images), -1, dtype=np.int64)
     remap[used] = np.arange(used.size)

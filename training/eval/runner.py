@@ -347,6 +347,7 @@ def evaluate(
     resolutions = tqdm(settings.resolutions, desc="resolutions", disable=not settings.progress)
     for resolution in resolutions:
         key = resolution_key(resolution)
+        curve: RocCurve | None
         if isinstance(protocol, PairProtocol):
             left = store.get(resolution, protocol.left)
             summary, curve = score_pairs(

@@ -48,6 +48,9 @@ class DeriveNetObjective(Objective):
         image_side: side of the HR thumbnail for ``target="image"``.
     """
 
+    centres: torch.Tensor
+    centre_seen: torch.Tensor
+
     needs_hr = True
 
     def __init__(
