@@ -279,7 +279,7 @@ class CellHistograms:
     flat however many pairs there are (a billion for LFW DevTrain at 13 sides).
     """
 
-    def __init__(self, edges: Sequence[float], bins: int = HISTOGRAM_BINS) -> None:
+    def __init__(self, edges: Sequence[float] | np.ndarray, bins: int = HISTOGRAM_BINS) -> None:
         self.edges = np.asarray(edges, dtype=np.float64)
         self.bands = len(self.edges) + 1
         self.bins = bins
