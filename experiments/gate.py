@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from models.backbones import create_backbone
+from models.checkpoint import Checkpoint
 from models.quality_torch import laplacian_quality_torch
 from training.degrade import degrade
 from training.eval.datasets import load_lfw
@@ -52,11 +53,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=600, help="pairsDevTrain subset size")
     args = parser.parse_args()
 
-    student_state = torch.load(args.student, map_location="cpu", weights_only=False)
-    if student_state.get("backbone_name") != "dlib-resnet29":
+    student_state = Checkpoint.load(args.student)
+    if student_state.backbone_name != "dlib-resnet29":
         raise SystemExit(f"{args.student} is not a dlib-resnet29 checkpoint")
-    student = create_backbone("dlib-resnet29", embedding_size=128)
-    student.load_state_dict(student_state["backbone_state"])
+    student = student_state.load_backbone_into(
+        create_backbone("dlib-resnet29", embedding_size=128)
+    )
     teacher = create_backbone("dlib-resnet29", embedding_size=128)
     teacher.load_pretrained(resolve_pretrained("dlib"))
     student.eval()
@@ -104,17 +106,13 @@ def main() -> None:
 
     state = {f"sharp.{k}": v for k, v in teacher.state_dict().items()}
     state.update({f"blurred.{k}": v for k, v in student.state_dict().items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "backbone_name": "dlib-resnet29-gated",
-        "backbone_kwargs": {"embedding_size": 128, "input_size": 112, "gate": gate},
-        "backbone_state": state,
-        "head_name": student_state.get("head_name"),
-        "step": student_state.get("step"),
-        "epoch": student_state.get("epoch"),
-        "training_data": student_state.get("training_data"),
-        "config": student_state.get("config"),
-    }, args.out)
+    Checkpoint(
+        "dlib-resnet29-gated",
+        {"embedding_size": 128, "input_size": 112, "gate": gate},
+        state,
+        {key: student_state.get(key)
+         for key in ("head_name", "step", "epoch", "training_data", "config")},
+    ).save(args.out)
     print(f"wrote {args.out}")
 
 

@@ -22,14 +22,12 @@ import torch
 from torch import nn
 
 from models.artifact import ModelMetadata, load_metadata, metadata_path, write_metadata
-from models.backbones import create_backbone
+from models.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
-#: Keys of a training checkpoint that export reads (docs/architecture.md).
-CHECKPOINT_KEYS: tuple[str, ...] = ("backbone_name", "backbone_kwargs", "backbone_state")
 
 
 class ExportError(RuntimeError):
@@ -236,37 +234,37 @@ def export_onnx(
     return load_metadata(onnx_path)  # re-read: exactly what the service will see
 
 
-def backbone_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> tuple[nn.Module, str]:
+CheckpointLike = Checkpoint | Mapping[str, Any] | str | Path
+
+
+def as_checkpoint(checkpoint: CheckpointLike) -> Checkpoint:
+    """A :class:`Checkpoint` from itself, its dict or its path (loading unpickles: only
+    load checkpoints you trust)."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    if isinstance(checkpoint, Mapping):
+        return Checkpoint.from_dict(checkpoint)
+    return Checkpoint.load(checkpoint)
+
+
+def backbone_from_checkpoint(checkpoint: CheckpointLike) -> tuple[nn.Module, str]:
     """Rebuilds the backbone of a training checkpoint.
 
     Args:
-        checkpoint: the checkpoint dict, or the path of a ``torch.save``-d one. Loading a
-            path unpickles it: only load checkpoints you trust.
+        checkpoint: a :class:`Checkpoint`, its dict, or the path of a saved one.
 
     Returns:
         ``(backbone, backbone_name)`` with the trained weights, in evaluation mode.
 
     Raises:
-        ValueError: a required key is missing or the weights do not fit the backbone.
+        CheckpointError: a required key is missing or the weights do not fit the backbone.
     """
-    if not isinstance(checkpoint, Mapping):
-        checkpoint = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
-        if not isinstance(checkpoint, Mapping):
-            raise ValueError(f"checkpoint is a {type(checkpoint).__name__}, expected a dict")
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing}; it needs {list(CHECKPOINT_KEYS)}")
-    backbone_name = str(checkpoint["backbone_name"])
-    backbone = create_backbone(backbone_name, **dict(checkpoint["backbone_kwargs"] or {}))
-    try:
-        backbone.load_state_dict(checkpoint["backbone_state"])
-    except RuntimeError as exc:
-        raise ValueError(f"checkpoint weights do not fit {backbone_name}: {exc}") from exc
-    return backbone.eval(), backbone_name
+    loaded = as_checkpoint(checkpoint)
+    return loaded.build_backbone().eval(), loaded.backbone_name
 
 
 def export_checkpoint(
-    checkpoint: Mapping[str, Any] | str | Path,
+    checkpoint: CheckpointLike,
     onnx_path: str | Path,
     *,
     name: str,
@@ -280,13 +278,10 @@ def export_checkpoint(
     ``head`` defaults to the checkpoint's ``head_name`` when present. Further keyword
     arguments (``opset``, ``min_cosine``, ``extra`` ...) go to :func:`export_onnx`.
     """
-    if not isinstance(checkpoint, Mapping):
-        checkpoint = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
-        if not isinstance(checkpoint, Mapping):
-            raise ValueError(f"checkpoint is a {type(checkpoint).__name__}, expected a dict")
-    backbone, backbone_name = backbone_from_checkpoint(checkpoint)
-    if head is None and checkpoint.get("head_name") is not None:
-        head = str(checkpoint["head_name"])
+    loaded = as_checkpoint(checkpoint)
+    backbone, backbone_name = backbone_from_checkpoint(loaded)
+    if head is None and loaded.get("head_name") is not None:
+        head = str(loaded.get("head_name"))
     return export_onnx(
         backbone,
         onnx_path,

@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.backbones import create_backbone
+from models.checkpoint import Checkpoint
 from models.quality_torch import laplacian_quality_torch
 from training.config import ConfigError, ScheduleConfig, TrainConfig, config_to_dict
 from training.data import (
@@ -333,20 +334,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ building
 
-    def _backbone(self) -> tuple[nn.Module, str, dict[str, Any], dict[str, Any] | None]:
+    def _backbone(self) -> tuple[nn.Module, str, dict[str, Any], Checkpoint | None]:
         """(backbone, name, kwargs, initial checkpoint or None)."""
         if self.init_checkpoint is not None:
-            start = torch.load(Path(self.init_checkpoint), map_location="cpu", weights_only=False)
-            for key in ("backbone_name", "backbone_kwargs", "backbone_state"):
-                if key not in start:
-                    raise ValueError(f"{self.init_checkpoint} lacks {key!r}")
-            name = str(start["backbone_name"])
-            kwargs = dict(start["backbone_kwargs"] or {})
-            backbone = create_backbone(name, **kwargs)
-            backbone.load_state_dict(start["backbone_state"])
-            logger.info("fine-tuning %s from %s (step %s)", name, self.init_checkpoint,
-                        start.get("step"))
-            return backbone, name, kwargs, start
+            start = Checkpoint.load(self.init_checkpoint)
+            logger.info("fine-tuning %s from %s (step %s)", start.backbone_name,
+                        self.init_checkpoint, start.get("step"))
+            return start.build_backbone(), start.backbone_name, start.backbone_kwargs, start
         m = self.config.model
         kwargs = {
             "embedding_size": m.embedding_size,
@@ -357,11 +351,11 @@ class Trainer:
         backbone = create_backbone(m.backbone, **kwargs)
         if m.init_weights and Path(m.init_weights).suffix in (".pt", ".pth"):
             # a training checkpoint of the same backbone: a second stage of a recipe
-            start = torch.load(Path(m.init_weights), map_location="cpu", weights_only=False)
-            if start.get("backbone_name") != m.backbone:
+            start = Checkpoint.load(m.init_weights)
+            if start.backbone_name != m.backbone:
                 raise ConfigError(f"model.init_weights {m.init_weights} holds a "
-                                  f"{start.get('backbone_name')!r}, not {m.backbone!r}")
-            backbone.load_state_dict(start["backbone_state"])
+                                  f"{start.backbone_name!r}, not {m.backbone!r}")
+            start.load_backbone_into(backbone)
             logger.info("%s initialised from the checkpoint %s (step %s)", m.backbone,
                         m.init_weights, start.get("step"))
         elif m.init_weights:
@@ -428,16 +422,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save(self, path: Path, state: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
-    def _checkpoint(self, state: dict[str, Any], step: int) -> Path:
+    def _checkpoint(self, state: Checkpoint, step: int) -> Path:
         """Writes ``last.pt`` and a step checkpoint, pruning old step checkpoints."""
-        last = self.out_dir / "last.pt"
-        self._save(last, state)
+        last = state.save(self.out_dir / "last.pt")
         keep = self.config.engine.keep_checkpoints
         if keep > 0:
             folder = self.out_dir / "checkpoints"
@@ -530,13 +517,13 @@ class Trainer:
         step, epoch, batch_in_epoch = 0, 0, 0
         resume_path = self._find_resume()
         if resume_path is not None:
-            state = torch.load(resume_path, map_location="cpu", weights_only=False)
-            module.backbone.load_state_dict(state["backbone_state"])
-            load_objective_state(module.objective, state["head_state"])
-            optimizer.load_state_dict(state["optimizer"])
+            state = Checkpoint.load(resume_path)
+            state.load_backbone_into(module.backbone)
+            load_objective_state(module.objective, state.training["head_state"])
+            optimizer.load_state_dict(state.training["optimizer"])
             if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            step, epoch = int(state["step"]), int(state["epoch"])
+                scaler.load_state_dict(state.get("scaler"))
+            step, epoch = int(state.training["step"]), int(state.training["epoch"])
             batch_in_epoch = int(state.get("batch_in_epoch", 0))
             rngs = state.get("rng", {})
             if f"rank{ctx.rank}" in rngs:
@@ -576,16 +563,13 @@ class Trainer:
             e.batch_size, steps_per_epoch, total_steps, step,
         )
 
-        def checkpoint_state() -> dict[str, Any]:
+        def checkpoint_state() -> Checkpoint:
             rngs: dict[str, Any] = {f"rank{ctx.rank}": rng_state()}
             if ctx.distributed:
                 gathered: list[Any] = [None] * ctx.world_size
                 dist.all_gather_object(gathered, rngs)
                 rngs = {k: v for part in gathered for k, v in part.items()}
-            return {
-                "backbone_name": backbone_name,
-                "backbone_kwargs": backbone_kwargs,
-                "backbone_state": bare_backbone.state_dict(),
+            return Checkpoint(backbone_name, backbone_kwargs, bare_backbone.state_dict(), {
                 "head_name": head_name,
                 "head_state": objective_state(module.objective),
                 "method": self.method,
@@ -599,7 +583,7 @@ class Trainer:
                 "num_classes": source.num_classes,
                 "training_data": source.description,
                 "rng": rngs,
-            }
+            })
 
         def save_checkpoint() -> Path | None:
             state = checkpoint_state()  # every rank takes part in gathering RNG states

@@ -36,8 +36,7 @@ def export(
     ),
 ) -> None:
     """Export a checkpoint's backbone to an ONNX artifact with metadata."""
-    import torch
-
+    from models.checkpoint import Checkpoint, CheckpointError
     from models.export import ExportError, export_checkpoint
 
     if impostors not in ("all", "pairs"):
@@ -47,7 +46,11 @@ def export(
     if not checkpoint.is_file():
         typer.echo(f"error: checkpoint not found: {checkpoint}", err=True)
         raise typer.Exit(code=2)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        state = Checkpoint.load(checkpoint)
+    except CheckpointError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
     config = state.get("config") or {}
     step = state.get("step")
     try:

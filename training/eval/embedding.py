@@ -3,7 +3,7 @@
 Every model takes RGB uint8 (N, 112, 112, 3) pixels and returns L2-normalised float32
 embeddings (N, D). ONNX artifacts run through :class:`models.embedder.OnnxEmbedder`
 (the service's own code path); checkpoints are rebuilt with
-:func:`models.export.backbone_from_checkpoint`. torch is imported only when a torch
+:class:`models.checkpoint.Checkpoint`. torch is imported only when a torch
 model is actually used, so ONNX evaluation needs no torch.
 """
 
@@ -124,19 +124,17 @@ class TorchCheckpointModel(TorchModuleModel):
     ``backbone_state``). Loading unpickles the file: only load checkpoints you trust."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
-        import torch
-
-        from models.export import backbone_from_checkpoint
+        from models.checkpoint import Checkpoint
 
         self.path = Path(path)
-        checkpoint = torch.load(self.path, map_location="cpu", weights_only=False)
-        backbone, backbone_name = backbone_from_checkpoint(checkpoint)
+        checkpoint = Checkpoint.load(self.path)
+        backbone, backbone_name = checkpoint.build_backbone().eval(), checkpoint.backbone_name
         info = {
             "format": "torch-checkpoint",
             "path": str(self.path),
             "backbone": backbone_name,
             "backbone_kwargs": {
-                k: v for k, v in dict(checkpoint.get("backbone_kwargs") or {}).items()
+                k: v for k, v in checkpoint.backbone_kwargs.items()
                 if isinstance(v, (int, float, str, bool, type(None)))
             },
             "head": checkpoint.get("head_name"),
