@@ -48,21 +48,12 @@ from models.quality_torch import laplacian_quality_torch
 from training.config import ConfigError, ScheduleConfig, TrainConfig, config_to_dict
 from training.data import (
     Augment,
-    CrossResolutionBatchSampler,
     FaceDataset,
     FaceSource,
-    IdentityBatchSampler,
-    ResolutionPolicy,
     build_source,
     make_loader,
 )
-from training.objectives import (
-    Objective,
-    build_distillation,
-    create_objective,
-    load_objective_state,
-    objective_state,
-)
+from training.objectives import Objective, build_objective
 from training.teacher import resolve_pretrained
 from training.validation import Validator
 
@@ -368,35 +359,6 @@ class Trainer:
             logger.info("%s initialised from %s", m.backbone, path)
         return backbone, m.backbone, kwargs, None
 
-    def _sampler(self, source: FaceSource, ctx: DistContext) -> Any:
-        c = self.config
-        seed = c.engine.seed
-        if self.method == "octuplet":
-            assert c.finetune is not None
-            o = c.finetune.octuplet
-            policy = ResolutionPolicy(
-                fraction=1.0, r_min=o.r_min, r_max=o.r_max,
-                sides=tuple(o.sides) if o.sides else None,
-                same_side_per_batch=o.same_side_per_batch,
-            )
-            return IdentityBatchSampler(
-                source.labels, o.identities, o.images_per_identity, policy,
-                seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-            )
-        if self.method == "derivenet":
-            assert c.finetune is not None
-            policy = ResolutionPolicy(fraction=1.0, sides=tuple(c.finetune.derivenet.pyramid))
-        else:
-            x = c.crossres
-            policy = ResolutionPolicy(
-                fraction=x.fraction, r_min=x.r_min, r_max=x.r_max,
-                sides=tuple(x.sides) if x.sides else None,
-            )
-        return CrossResolutionBatchSampler(
-            len(source), c.engine.batch_size, policy,
-            seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-        )
-
     def _default_validator(self, device: torch.device) -> Validator | None:
         v = self.config.validation
         if not v.lfw_dir:
@@ -460,23 +422,12 @@ class Trainer:
         backbone, backbone_name, backbone_kwargs, start = self._backbone()
         embedding_size = int(backbone_kwargs.get("embedding_size", c.model.embedding_size))
         input_size = int(backbone_kwargs.get("input_size", c.model.input_size))
-        objective = create_objective(self.method, c, source.num_classes, embedding_size)
-        if c.distill is not None:
-            if self.method != "margin":
-                raise ConfigError("distill works beside the margin head (lrfr train) only")
-            keys = [source.sample_key(i) for i in range(len(source))]
-            objective = build_distillation(objective, c, keys, embedding_size,
-                                           labels=source.labels)
-        head_name = objective.name if self.method == "margin" else (
-            f"{start.get('head_name')}+{objective.name}"
-            if start is not None and start.get("head_name") else objective.name
-        )
+        objective = build_objective(self.method, c, source, embedding_size)
+        head_name = objective.recorded_name(start)
         if start is not None:
-            weight = (start.get("head_state") or {}).get("weight")
-            if weight is not None and objective.init_weight_from(weight):
-                logger.info("class centres initialised from the checkpoint's head")
+            objective.start_from(start)
 
-        sampler = self._sampler(source, ctx)
+        sampler = objective.sampler(source, c, rank=ctx.rank, world_size=ctx.world_size)
         dataset = FaceDataset(
             source,
             augment=Augment(
@@ -519,7 +470,7 @@ class Trainer:
         if resume_path is not None:
             state = Checkpoint.load(resume_path)
             state.load_backbone_into(module.backbone)
-            load_objective_state(module.objective, state.training["head_state"])
+            module.objective.load_checkpoint_state(state.training["head_state"])
             optimizer.load_state_dict(state.training["optimizer"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state.get("scaler"))
@@ -571,7 +522,7 @@ class Trainer:
                 rngs = {k: v for part in gathered for k, v in part.items()}
             return Checkpoint(backbone_name, backbone_kwargs, bare_backbone.state_dict(), {
                 "head_name": head_name,
-                "head_state": objective_state(module.objective),
+                "head_state": module.objective.checkpoint_state(),
                 "method": self.method,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": schedule.state_dict(),

@@ -14,7 +14,7 @@ from models.backbones import create_backbone
 from tests.training.conftest import SyntheticSource
 from training.config import TrainConfig
 from training.engine import finetune, train
-from training.finetune import DeriveNetObjective, batch_hard_triplet, octuplet_loss
+from training.objectives import DeriveNetObjective, batch_hard_triplet, octuplet_loss
 
 SQRT2 = math.sqrt(2.0)
 

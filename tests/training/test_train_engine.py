@@ -128,7 +128,7 @@ class _Spy(nn.Module):
 def test_quality_and_flags_reach_the_head(
     tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import training.objectives as objectives
+    import training.objectives.margin as objectives
 
     spies: list[_Spy] = []
     original = objectives.create_head

@@ -17,13 +17,15 @@ own positive, neither as itself nor as its degraded copy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.objectives import Batch, Objective, Stats, register_objective
+from training.data import FaceSource, IdentityBatchSampler, ResolutionPolicy
+from training.objectives.base import Batch, Objective, Stats
+from training.objectives.registry import register_objective
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -125,6 +127,22 @@ class OctupletObjective(Objective):
         with torch.no_grad():
             cosine = F.cosine_similarity(hr.float(), lr.float(), dim=1)
         return loss, {**terms, "hr_lr_cosine": cosine}
+
+    def sampler(
+        self, source: FaceSource, config: TrainConfig, *, rank: int, world_size: int
+    ) -> Any:
+        """P identities x K images per batch, every image also degraded (``finetune.octuplet``)."""
+        assert config.finetune is not None
+        o = config.finetune.octuplet
+        policy = ResolutionPolicy(
+            fraction=1.0, r_min=o.r_min, r_max=o.r_max,
+            sides=tuple(o.sides) if o.sides else None,
+            same_side_per_batch=o.same_side_per_batch,
+        )
+        return IdentityBatchSampler(
+            source.labels, o.identities, o.images_per_identity, policy,
+            seed=config.engine.seed, rank=rank, world_size=world_size,
+        )
 
 
 @register_objective("octuplet")

@@ -21,16 +21,22 @@ W, decoder) is in the optimiser; the centres C are buffers updated without gradi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.objectives import Batch, Objective, Stats, register_objective
+from training.data import FaceSource, ResolutionPolicy
+from training.objectives.base import Batch, Objective, Stats, cross_resolution_sampler
+from training.objectives.registry import register_objective
 
 if TYPE_CHECKING:
+    from models.checkpoint import Checkpoint
     from training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 class DeriveNetObjective(Objective):
@@ -143,6 +149,22 @@ class DeriveNetObjective(Objective):
                 "hr_lr_cosine": F.cosine_similarity(hr, lr, dim=1),
             }
         return loss, stats
+
+    def sampler(
+        self, source: FaceSource, config: TrainConfig, *, rank: int, world_size: int
+    ) -> Any:
+        """Every sample degraded to a side of the pyramid (``finetune.derivenet.pyramid``)."""
+        assert config.finetune is not None
+        policy = ResolutionPolicy(fraction=1.0, sides=tuple(config.finetune.derivenet.pyramid))
+        return cross_resolution_sampler(source, config, policy, rank=rank, world_size=world_size)
+
+    def start_from(self, start: Checkpoint) -> bool:
+        """W starts from the class centres of the checkpoint's head, when they fit."""
+        weight = (start.get("head_state") or {}).get("weight")
+        if weight is None or not self.init_weight_from(weight):
+            return False
+        logger.info("class centres initialised from the checkpoint's head")
+        return True
 
     def init_weight_from(self, weight: torch.Tensor) -> bool:
         """Starts W from a trained head's class centres when the shapes agree."""

@@ -1,0 +1,59 @@
+"""The objective registry: ``create_objective(name, ...)`` instead of an if/elif factory,
+and :func:`build_objective`, the objective of a run (with distillation when configured)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from training.config import ConfigError
+from training.objectives.base import Objective, ObjectiveBuilder
+from training.objectives.distill import build_distillation
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.data import FaceSource
+
+_OBJECTIVES: dict[str, ObjectiveBuilder] = {}
+
+
+def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
+    """Decorator registering ``builder(config, num_classes, embedding_size)``."""
+
+    def decorator(builder: ObjectiveBuilder) -> ObjectiveBuilder:
+        if name in _OBJECTIVES:
+            raise ValueError(f"objective {name!r} is already registered")
+        _OBJECTIVES[name] = builder
+        return builder
+
+    return decorator
+
+
+def list_objectives() -> list[str]:
+    """Names accepted by :func:`create_objective`, in registration order."""
+    return list(_OBJECTIVES)
+
+
+def create_objective(
+    name: str, config: TrainConfig, num_classes: int, embedding_size: int
+) -> Objective:
+    """Builds objective ``name``; fails with the list of valid names."""
+    try:
+        builder = _OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective {name!r}; valid: {list(_OBJECTIVES)}") from None
+    return builder(config, num_classes, embedding_size)
+
+
+def build_objective(
+    name: str, config: TrainConfig, source: FaceSource, embedding_size: int
+) -> Objective:
+    """The objective ``name`` of a run over ``source``, wrapped with ``config.distill``
+    when the config has it (beside the margin head only)."""
+    objective = create_objective(name, config, source.num_classes, embedding_size)
+    if config.distill is None:
+        return objective
+    if name != "margin":
+        raise ConfigError("distill works beside the margin head (lrfr train) only")
+    keys = [source.sample_key(i) for i in range(len(source))]
+    return build_distillation(objective, config, keys, embedding_size, labels=source.labels)
