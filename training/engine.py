@@ -23,19 +23,14 @@ What it does, per the recipe (METHODS §5, §8):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import random
 import shutil
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -45,7 +40,7 @@ from tqdm.auto import tqdm
 from models.backbones import create_backbone
 from models.checkpoint import Checkpoint
 from models.quality_torch import laplacian_quality_torch
-from training.config import ConfigError, ScheduleConfig, TrainConfig, config_to_dict
+from training.config import ConfigError, TrainConfig, config_to_dict
 from training.data import (
     Augment,
     FaceDataset,
@@ -53,191 +48,25 @@ from training.data import (
     build_source,
     make_loader,
 )
+from training.distributed import (
+    DistContext,
+    autocast_dtype,
+    init_distributed,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from training.objectives import Objective, build_objective
+from training.optim import LRSchedule, parameter_groups
 from training.teacher import resolve_pretrained
+from training.train_log import append_jsonl, step_scalars
 from training.validation import Validator
 
 logger = logging.getLogger(__name__)
 
 #: Steps at the start of an invocation left out of the throughput (worker start-up).
 THROUGHPUT_SKIP = 3
-
-
-# --------------------------------------------------------------------------- devices
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> DistContext:
-    """Joins the process group that ``torchrun`` describes in the environment.
-
-    Single-process runs (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) get a trivial context.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    owns = False
-    if not dist.is_initialized():
-        if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        owns = True
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, owns_group=owns)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local CUDA device when present, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"engine.device is {name!r} but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); Linux only."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("engine.precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("this GPU has no bf16; use engine.precision fp16")
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- optimiser
-
-
-def parameter_groups(
-    modules: Iterable[nn.Module], weight_decay: float, decay_norm_and_bias: bool = False
-) -> list[dict[str, Any]]:
-    """Two SGD groups: matrices/kernels with weight decay, vectors (BN, PReLU, biases)
-    without (unless ``decay_norm_and_bias``)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    seen: set[int] = set()
-    for module in modules:
-        for parameter in module.parameters():
-            if not parameter.requires_grad or id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            (decay if decay_norm_and_bias or parameter.ndim > 1 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-@dataclass
-class LRSchedule:
-    """Per-iteration learning rate: linear warm-up, then step decay or cosine.
-
-    Args:
-        base_lr: the peak learning rate.
-        config: the schedule section.
-        steps_per_epoch: iterations of one epoch (per process).
-    """
-
-    base_lr: float
-    config: ScheduleConfig
-    steps_per_epoch: int
-
-    @property
-    def total_steps(self) -> int:
-        return max(1, math.ceil(self.config.epochs * self.steps_per_epoch))
-
-    @property
-    def warmup_steps(self) -> int:
-        return round(self.config.warmup_epochs * self.steps_per_epoch)
-
-    def factor(self, step: int) -> float:
-        """The multiplier of ``base_lr`` for iteration ``step`` (0-based)."""
-        c = self.config
-        warm = self.warmup_steps
-        if step < warm:
-            return c.warmup_start + (1.0 - c.warmup_start) * step / warm
-        if c.kind == "step":
-            passed = sum(step >= round(m * self.steps_per_epoch) for m in c.milestones)
-            return c.gamma**passed
-        progress = min(1.0, (step - warm) / max(1, self.total_steps - warm))
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return c.min_lr_factor + (1.0 - c.min_lr_factor) * cosine
-
-    def lr(self, step: int) -> float:
-        return self.base_lr * self.factor(step)
-
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr = self.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    def state_dict(self) -> dict[str, Any]:
-        """What defines the schedule (the position is the checkpoint's ``step``)."""
-        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
-                "config": asdict(self.config)}
 
 
 # --------------------------------------------------------------------------- module
@@ -550,7 +379,7 @@ class Trainer:
                 began = time.perf_counter()
                 values = validator(bare_backbone, step)
                 result.validation.append((step, values))
-                _append_jsonl(self.out_dir / "validation.jsonl",
+                append_jsonl(self.out_dir / "validation.jsonl",
                               {"step": step, "epoch": epoch, **values})
                 if writer is not None:
                     for key, value in values.items():
@@ -645,7 +474,7 @@ class Trainer:
                     now = time.perf_counter()
                     speed = window_images / max(now - window_time, 1e-9)
                     window_time, window_images = now, 0
-                    scalars = self._scalars(inputs, loss, stats, lr, grad_norm, ctx)
+                    scalars = step_scalars(inputs, loss, stats, lr, grad_norm, ctx)
                     scalars["speed/images_per_second"] = speed
                     if not math.isfinite(scalars["train/loss"]) and scaler is None:
                         raise FloatingPointError(
@@ -658,7 +487,7 @@ class Trainer:
                         if writer is not None:
                             for key, value in scalars.items():
                                 writer.add_scalar(key, value, step)
-                        _append_jsonl(self.out_dir / "metrics.jsonl", {
+                        append_jsonl(self.out_dir / "metrics.jsonl", {
                             "step": step, "epoch": epoch,
                             "elapsed_s": round(time.monotonic() - started, 1), **scalars,
                         })
@@ -697,60 +526,6 @@ class Trainer:
             "" if result.finished else " (time limit; resume continues the run)",
         )
         return result
-
-    @staticmethod
-    def _scalars(
-        inputs: dict[str, torch.Tensor],
-        loss: torch.Tensor,
-        stats: dict[str, Any],
-        lr: float,
-        grad_norm: torch.Tensor | None,
-        ctx: DistContext,
-    ) -> dict[str, float]:
-        """Loss, accuracy, margins and quality split by HR/LR, averaged over ranks."""
-        degraded = inputs["degraded"]
-        hr, lr_mask = ~degraded, degraded
-        quality = inputs["quality"].float()
-
-        def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            values = values.float().reshape(-1)
-            if values.numel() != mask.numel():
-                return values.mean()
-            return (values * mask).sum() / mask.sum().clamp_min(1)
-
-        names = ["train/loss", "data/degraded_fraction", "quality/hr", "quality/lr",
-                 "data/side_lr"]
-        values = [
-            loss.detach().float(),
-            degraded.float().mean(),
-            masked_mean(quality, hr),
-            masked_mean(quality, lr_mask),
-            masked_mean(inputs["side"], lr_mask),
-        ]
-        for key, value in stats.items():
-            value = torch.as_tensor(value).detach()
-            if value.numel() == degraded.numel() and value.numel() > 1:
-                names += [f"train/{key}_hr", f"train/{key}_lr"]
-                values += [masked_mean(value, hr), masked_mean(value, lr_mask)]
-            else:
-                names.append(f"train/{key}")
-                values.append(value.float().mean())
-        if grad_norm is not None:
-            names.append("train/grad_norm")
-            values.append(grad_norm.detach().float())
-        vector = torch.stack([v.to(loss.device) for v in values])
-        if ctx.distributed:
-            dist.all_reduce(vector)
-            vector /= ctx.world_size
-        scalars = dict(zip(names, vector.tolist(), strict=True))
-        scalars["train/lr"] = lr
-        return scalars
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line per logged step or validation: plain-text history beside TensorBoard."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
 
 
 def train(config: TrainConfig, **kwargs: Any) -> TrainResult:

@@ -13,15 +13,11 @@ from torch import nn
 
 from models.heads import list_heads
 from tests.training.conftest import SyntheticSource
-from training import engine
+from training import distributed
 from training.config import ConfigError, ScheduleConfig, TrainConfig
-from training.engine import (
-    LRSchedule,
-    Trainer,
-    autocast_dtype,
-    parameter_groups,
-    train,
-)
+from training.distributed import autocast_dtype
+from training.engine import Trainer, train
+from training.optim import LRSchedule, parameter_groups
 
 HEAD_PARAMS: dict[str, dict[str, float]] = {
     # a small scale suits 6 classes and 20 steps; the formulas are the heads' own
@@ -188,9 +184,9 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
     # "auto" on the CPU: bf16 only where the CPU computes it natively
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(distributed, "cpu_supports_bf16", lambda: True)
     assert autocast_dtype("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(distributed, "cpu_supports_bf16", lambda: False)
     assert autocast_dtype("auto", cpu) is None
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         autocast_dtype("fp16", cpu)
