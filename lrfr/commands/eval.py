@@ -4,13 +4,18 @@
 ``results.json``, ``results.csv``, ``table.md``, ``accuracy_vs_resolution.png`` and
 ``roc.png`` into ``--out``; ``lrfr eval compare RESULTS.json... --out table.md`` joins
 results into one table. See ``docs/evaluation.md``.
+
+Each protocol is an :class:`EvalProtocol` in a registry (:func:`register_protocol`): its
+loader, defaults and own options; the options all protocols share are declared once.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,160 +112,165 @@ def _run(
                + ", ".join(str(p) for p in paths.values()))
 
 
-@eval_app.command("lfw")
-def lfw(
-    model: Path = MODEL,
-    data: Path = DATA,
-    out: Path = OUT,
-    view: int = typer.Option(2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt."),
-    resolutions: str = typer.Option("112,56,28,14,7", help="Comma-separated sides r."),
-    cross_resolution: bool = typer.Option(
-        False, "--cross-resolution", help="Also score 112 px vs r px pairs."
-    ),
-    faces: str = typer.Option(
-        "lfw",
-        help="lfw (fixed deep-funneled crop), aligned, detect (the service's path: "
-        "CenterFace + 5-point alignment on the raw photo) or box (the detector's box "
-        "degraded to r px, mapped onto the template as the service maps face=box).",
-    ),
-    landmarks: Path | None = LANDMARKS,
-    limit: int | None = LIMIT,
-    down: str = DOWN,
-    up: str = UP,
-    batch_size: int = BATCH,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int | None = THREADS,
-    progress: bool = PROGRESS,
-) -> None:
-    """LFW verification, View 2 (10-fold) or View 1, at several resolutions."""
-    from training.eval.datasets import lfw_image_folder, load_lfw
+# --------------------------------------------------------------------------- protocols
 
-    if view not in (1, 2):
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """One ``lrfr eval PROTOCOL``: how its data loads, its defaults and its own options.
+
+    Attributes:
+        name: the sub-command.
+        help: its one-line description.
+        load: ``load(data, own)`` -> the protocol, ``own`` holding its own options' values.
+        resolutions: the default ``--resolutions`` and its help.
+        faces: the default ``--faces`` and its help.
+        options: its own options (``inspect.Parameter`` with a typer default), after --out.
+        resolution_options: its own options placed after --resolutions.
+        face_root: the folder the landmarks' names are relative to, from ``--data``.
+        check: validates its own options before anything is loaded.
+    """
+
+    name: str
+    help: str
+    load: Callable[[Path, dict[str, Any]], Any]
+    resolutions: tuple[str, str] = ("native", "native, or sides r to degrade probes to.")
+    faces: tuple[str, str] = ("aligned", "aligned (the released crops).")
+    options: tuple[inspect.Parameter, ...] = ()
+    resolution_options: tuple[inspect.Parameter, ...] = ()
+    face_root: Callable[[Path], Path] = lambda data: data
+    check: Callable[[dict[str, Any]], None] = lambda own: None
+
+
+PROTOCOLS: dict[str, EvalProtocol] = {}
+
+
+def register_protocol(protocol: EvalProtocol) -> EvalProtocol:
+    """Adds ``protocol`` to the registry and as an ``lrfr eval`` sub-command."""
+    if protocol.name in PROTOCOLS:
+        raise ValueError(f"eval protocol {protocol.name!r} is already registered")
+    PROTOCOLS[protocol.name] = protocol
+    eval_app.command(protocol.name)(_command(protocol))
+    return protocol
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+#: The options every protocol shares, declared once: (name, type, typer default).
+_LEADING = (("model", Path, MODEL), ("data", Path, DATA), ("out", Path, OUT))
+_TRAILING = (
+    ("landmarks", Path | None, LANDMARKS), ("limit", int | None, LIMIT), ("down", str, DOWN),
+    ("up", str, UP), ("batch_size", int, BATCH), ("workers", int, WORKERS),
+    ("device", str, DEVICE), ("threads", int | None, THREADS), ("progress", bool, PROGRESS),
+)
+
+
+def _command(protocol: EvalProtocol) -> Callable[..., None]:
+    """A typer command for ``protocol``: the shared options plus its own."""
+
+    def command(**values: Any) -> None:
+        own = {option.name: values.pop(option.name)
+               for option in (*protocol.options, *protocol.resolution_options)}
+        protocol.check(own)
+        v = values
+        _run(
+            lambda: protocol.load(v["data"], own),
+            model=v["model"], data=v["data"], out=v["out"], limit=v["limit"],
+            device=v["device"], threads=v["threads"],
+            settings=_settings(v["resolutions"], v["down"], v["up"], v["batch_size"],
+                               v["workers"], v["progress"], own.get("cross_resolution", False)),
+            faces=_face_loader(v["faces"], v["landmarks"], protocol.face_root(v["data"])),
+        )
+
+    parameters = [
+        *(_option(*option) for option in _LEADING),
+        *protocol.options,
+        _option("resolutions", str, typer.Option(protocol.resolutions[0],
+                                                 help=protocol.resolutions[1])),
+        *protocol.resolution_options,
+        _option("faces", str, typer.Option(protocol.faces[0], help=protocol.faces[1])),
+        *(_option(*option) for option in _TRAILING),
+    ]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = protocol.help
+    command.__name__ = protocol.name
+    return command
+
+
+def _load_lfw(data: Path, own: dict[str, Any]) -> Any:
+    from training.eval.datasets import load_lfw
+
+    return load_lfw(data, own["view"])  # --cross-resolution is a setting, not the data's
+
+
+def _lfw_images(data: Path) -> Path:
+    from training.eval.datasets import lfw_image_folder
+
+    return lfw_image_folder(data)
+
+
+def _check_view(own: dict[str, Any]) -> None:
+    if own["view"] not in (1, 2):
         raise typer.BadParameter("--view must be 1 or 2")
-    _run(
-        lambda: load_lfw(data, view),
-        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
-        settings=_settings(resolutions, down, up, batch_size, workers, progress,
-                           cross_resolution),
-        faces=_face_loader(faces, landmarks, lfw_image_folder(data)),
-    )
 
 
-@eval_app.command("survface")
-def survface(
-    model: Path = MODEL,
-    data: Path = DATA,
-    out: Path = OUT,
-    resolutions: str = typer.Option("native", help="native, or sides r to degrade to."),
-    faces: str = typer.Option("aligned", help="aligned (the released crops)."),
-    landmarks: Path | None = LANDMARKS,
-    limit: int | None = LIMIT,
-    down: str = DOWN,
-    up: str = UP,
-    batch_size: int = BATCH,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int | None = THREADS,
-    progress: bool = PROGRESS,
-) -> None:
-    """QMUL-SurvFace verification: TAR@FAR 0.3/0.1/0.01/0.001, AUC, 10-fold accuracy."""
-    from training.eval.datasets import load_survface
+def _loader(name: str) -> Callable[[Path, dict[str, Any]], Any]:
+    """``training.eval.datasets.<name>(data)``, imported when the command runs."""
 
-    _run(
-        lambda: load_survface(data),
-        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
-        settings=_settings(resolutions, down, up, batch_size, workers, progress),
-        faces=_face_loader(faces, landmarks, data),
-    )
+    def load(data: Path, own: dict[str, Any]) -> Any:
+        from training.eval import datasets
+
+        return getattr(datasets, name)(data, **own)
+
+    return load
 
 
-@eval_app.command("scface")
-def scface(
-    model: Path = MODEL,
-    data: Path = DATA,
-    out: Path = OUT,
-    resolutions: str = typer.Option("native", help="native, or sides r to degrade probes to."),
-    faces: str = typer.Option("aligned", help="aligned (face crops) or landmarks."),
-    landmarks: Path | None = LANDMARKS,
-    limit: int | None = LIMIT,
-    down: str = DOWN,
-    up: str = UP,
-    batch_size: int = BATCH,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int | None = THREADS,
-    progress: bool = PROGRESS,
-) -> None:
-    """SCface identification: rank-1 per distance d1 (4.20 m), d2 (2.60 m), d3 (1.00 m)."""
-    from training.eval.datasets import load_scface
-
-    _run(
-        lambda: load_scface(data),
-        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
-        settings=_settings(resolutions, down, up, batch_size, workers, progress),
-        faces=_face_loader(faces, landmarks, data),
-    )
-
-
-@eval_app.command("tinyface")
-def tinyface(
-    model: Path = MODEL,
-    data: Path = DATA,
-    out: Path = OUT,
-    resolutions: str = typer.Option("native", help="native, or sides r to degrade probes to."),
-    faces: str = typer.Option("aligned", help="aligned (the released crops)."),
-    landmarks: Path | None = LANDMARKS,
-    limit: int | None = LIMIT,
-    down: str = DOWN,
-    up: str = UP,
-    batch_size: int = BATCH,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int | None = THREADS,
-    progress: bool = PROGRESS,
-) -> None:
-    """TinyFace identification: CMC at ranks 1, 5, 20 with the distractor gallery."""
-    from training.eval.datasets import load_tinyface
-
-    _run(
-        lambda: load_tinyface(data),
-        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
-        settings=_settings(resolutions, down, up, batch_size, workers, progress),
-        faces=_face_loader(faces, landmarks, data),
-    )
-
-
-@eval_app.command("folder")
-def folder(
-    model: Path = MODEL,
-    data: Path = DATA,
-    out: Path = OUT,
-    gallery_per_person: int = typer.Option(1, "--gallery-per-person", "-k",
-                                           help="First k images per person form the gallery."),
-    resolutions: str = typer.Option("112,56,28,14,7", help="Sides r to degrade probes to."),
-    faces: str = typer.Option(
-        "aligned", help="aligned, lfw (deep-funneled crop), landmarks, detect or box."
-    ),
-    landmarks: Path | None = LANDMARKS,
-    limit: int | None = LIMIT,
-    down: str = DOWN,
-    up: str = UP,
-    batch_size: int = BATCH,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int | None = THREADS,
-    progress: bool = PROGRESS,
-) -> None:
-    """Any folder of identities: rank-1/rank-5 and open-set FNIR at FPIR 1e-2."""
-    from training.eval.datasets import load_identity_folder
-
-    _run(
-        lambda: load_identity_folder(data, gallery_per_person),
-        model=model, data=data, out=out, limit=limit, device=device, threads=threads,
-        settings=_settings(resolutions, down, up, batch_size, workers, progress),
-        faces=_face_loader(faces, landmarks, data),
-    )
+register_protocol(EvalProtocol(
+    name="lfw",
+    help="LFW verification, View 2 (10-fold) or View 1, at several resolutions.",
+    load=_load_lfw,
+    resolutions=("112,56,28,14,7", "Comma-separated sides r."),
+    faces=("lfw", "lfw (fixed deep-funneled crop), aligned, detect (the service's path: "
+           "CenterFace + 5-point alignment on the raw photo) or box (the detector's box "
+           "degraded to r px, mapped onto the template as the service maps face=box)."),
+    options=(_option("view", int, typer.Option(
+        2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt.")),),
+    resolution_options=(_option("cross_resolution", bool, typer.Option(
+        False, "--cross-resolution", help="Also score 112 px vs r px pairs.")),),
+    face_root=_lfw_images,
+    check=_check_view,
+))
+register_protocol(EvalProtocol(
+    name="survface",
+    help="QMUL-SurvFace verification: TAR@FAR 0.3/0.1/0.01/0.001, AUC, 10-fold accuracy.",
+    load=_loader("load_survface"),
+    resolutions=("native", "native, or sides r to degrade to."),
+))
+register_protocol(EvalProtocol(
+    name="scface",
+    help="SCface identification: rank-1 per distance d1 (4.20 m), d2 (2.60 m), d3 (1.00 m).",
+    load=_loader("load_scface"),
+    faces=("aligned", "aligned (face crops) or landmarks."),
+))
+register_protocol(EvalProtocol(
+    name="tinyface",
+    help="TinyFace identification: CMC at ranks 1, 5, 20 with the distractor gallery.",
+    load=_loader("load_tinyface"),
+))
+register_protocol(EvalProtocol(
+    name="folder",
+    help="Any folder of identities: rank-1/rank-5 and open-set FNIR at FPIR 1e-2.",
+    load=_loader("load_identity_folder"),
+    resolutions=("112,56,28,14,7", "Sides r to degrade probes to."),
+    faces=("aligned", "aligned, lfw (deep-funneled crop), landmarks, detect or box."),
+    options=(_option("gallery_per_person", int, typer.Option(
+        1, "--gallery-per-person", "-k", help="First k images per person form the gallery.")),),
+))
 
 
 @eval_app.command("compare")

@@ -191,3 +191,23 @@ def test_checkpoint_model_evaluates_like_its_backbone(tmp_path: Path) -> None:
 def test_interleaved_view1_folds_are_used_for_lfw_view1(lfw_dir: Path) -> None:
     protocol = load_lfw(lfw_dir, 1)
     np.testing.assert_array_equal(protocol.folds, interleaved_folds(protocol.labels, 10))
+
+
+@pytest.mark.parametrize("name", ["lfw", "survface", "scface", "tinyface", "folder"])
+def test_every_protocol_is_a_command_with_the_shared_options(name: str) -> None:
+    from lrfr.commands.eval import PROTOCOLS
+
+    assert name in PROTOCOLS
+    result = CliRunner().invoke(app, ["eval", name, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--model", "--data", "--out", "--resolutions", "--faces", "--landmarks",
+                   "--limit", "--down", "--up", "--batch-size", "--workers", "--device",
+                   "--threads", "--progress"):
+        assert option in result.output, (name, option)
+
+
+def test_protocol_names_are_unique() -> None:
+    from lrfr.commands.eval import PROTOCOLS, EvalProtocol, register_protocol
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_protocol(EvalProtocol(name="lfw", help="again", load=PROTOCOLS["lfw"].load))
