@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+#: L's 3x3 kernel: applied here by shifts, convolved by ``models.quality_torch``.
 LAPLACIAN_KERNEL = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
 
 

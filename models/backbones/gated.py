@@ -17,11 +17,11 @@ the sum of the two.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.backbones.dlib_resnet import DlibResNet
 from models.backbones.registry import register_backbone
+from models.quality_torch import LaplacianQuality
 
 
 class QualityGated(nn.Module):
@@ -34,7 +34,6 @@ class QualityGated(nn.Module):
         input_size: side of the square input.
     """
 
-    laplacian: torch.Tensor
 
     def __init__(self, sharp: nn.Module, blurred: nn.Module, gate: float,
                  input_size: int = 112) -> None:
@@ -45,17 +44,12 @@ class QualityGated(nn.Module):
         self.blurred = blurred
         self.gate = float(gate)
         self.input_size = input_size
-        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-        # a fixed buffer (not models.quality_torch's kernel built from the input), so the
-        # ONNX export sees a constant kernel; not saved in the state
-        self.register_buffer("laplacian", kernel.view(1, 1, 3, 3).repeat(3, 1, 1, 1),
-                             persistent=False)
+        self.laplacian = LaplacianQuality(channels=3)  # its kernel is not saved in the state
 
     def quality(self, x: torch.Tensor) -> torch.Tensor:
         """q of house-normalised inputs, (N,): ``models.quality``'s mean |Laplacian| in
         pixel units with reflect-101 borders (inputs of at least 2x2 pixels)."""
-        padded = F.pad(x * 127.5 + 127.5, (1, 1, 1, 1), mode="reflect")
-        return F.conv2d(padded, self.laplacian, groups=3).abs().flatten(1).mean(dim=1)
+        return self.laplacian(x * 127.5 + 127.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sharp = nn.functional.normalize(self.sharp(x), dim=1)

@@ -138,3 +138,12 @@ def test_numpy_and_torch_agree_on_lfw_faces(lfw_faces: list[np.ndarray]) -> None
     face = lfw_faces[0]
     for strip in (face[50:51], face[:, 50:51]):
         assert torch_score(strip)[0] == pytest.approx(laplacian_score(strip).laplacian, rel=1e-4)
+
+
+def test_laplacian_module_matches_the_function_and_keeps_no_state() -> None:
+    from models.quality_torch import LaplacianQuality
+
+    batch = torch.rand(3, 3, 9, 7) * 255
+    module = LaplacianQuality(channels=3)
+    torch.testing.assert_close(module(batch), laplacian_quality_torch(batch))
+    assert module.state_dict() == {}
