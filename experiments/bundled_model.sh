@@ -5,7 +5,7 @@
 #   2. training: training/configs/lfw_cpu_dlib_student.yaml (dlib-resnet29 started from
 #      dlib's released weights, cross-resolution batches, distillation towards the
 #      teacher's sharp descriptors, Approach-2 head); ~70 minutes on 2 cores;
-#   3. the quality gate (experiments/gate.py, chosen on pairsDevTrain): dlib's released
+#   3. the quality gate (lrfr gate, chosen on pairsDevTrain): dlib's released
 #      network for sharp crops, the student below the gate; export to ONNX with
 #      thresholds calibrated on LFW pairsDevTrain;
 #   4. evaluation on LFW pairsDevTest (both degraded + cross-resolution) of this model
@@ -40,7 +40,7 @@ if [ "$TRAIN" = 1 ]; then
         --set "distill.cache=$CACHE" --set engine.progress=false
 fi
 
-python experiments/gate.py --student "$RUN/last.pt" --out "$CARD/gated.pt" --lfw "$LFW" \
+lrfr gate --student "$RUN/last.pt" --out "$CARD/gated.pt" --lfw "$LFW" \
     | tee "$CARD/gate.md"
 lrfr export "$CARD/gated.pt" --out "$CARD/model.onnx" --calibrate-on "$LFW" \
     --pairs-file pairsDevTrain.txt --name "$NAME" --version "$VERSION" \

@@ -69,7 +69,7 @@ def dlib_resnet29_gated(
     """dlib's network for sharp crops, a fine-tuned copy for blurred ones (q < ``gate``).
 
     Load the state of both (``sharp.*``: dlib's released weights, ``blurred.*``: the
-    student) before use; ``experiments/gate.py`` builds it from a training checkpoint.
+    student) before use; ``lrfr gate`` (``training.gate``) builds it from a training checkpoint.
     """
     if embedding_size != 128 or dropout:
         raise ValueError("dlib-resnet29-gated has a 128-d output and no dropout")
