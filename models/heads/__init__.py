@@ -15,7 +15,7 @@ from models.heads.adalap import AdaLaPHead
 from models.heads.approach1 import ResolutionAwareMarginHead
 from models.heads.approach2 import LaplacianMarginHead
 from models.heads.arcface import ArcFaceHead
-from models.heads.base import COS_EPS, MarginHead, arc_margin_target
+from models.heads.base import COS_EPS, MarginHead, Signals, arc_margin_target
 from models.heads.cosface import CosFaceHead
 from models.heads.registry import create_head, head_class, head_params, list_heads, register_head
 from models.heads.sphereface import SphereFaceHead, sphere_psi
@@ -29,6 +29,7 @@ __all__ = [
     "LaplacianMarginHead",
     "MarginHead",
     "ResolutionAwareMarginHead",
+    "Signals",
     "SphereFaceHead",
     "arc_margin_target",
     "create_head",

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from models.heads.base import MarginHead
+from models.heads.base import MarginHead, Signals
 from models.heads.registry import register_head
 
 
@@ -76,15 +76,9 @@ class AdaFaceHead(MarginHead):
             self.running_std.mul_(1.0 - self.t_alpha).add_(self.t_alpha * signal.std())
 
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
-        signal = self.quality_signal(norms, quality).detach().float()
+        signal = self.quality_signal(signals.norms, signals.quality).detach().float()
         if self.training:
             self._update_statistics(signal)
         z_hat = self.h * (signal - self.running_mean) / (self.running_std + self.eps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from models.heads.base import MarginHead, arc_margin_target
+from models.heads.base import MarginHead, Signals, arc_margin_target
 from models.heads.registry import register_head
 
 
@@ -39,14 +39,9 @@ class ResolutionAwareMarginHead(MarginHead):
         self.margin_lr = margin_lr
 
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
+        degraded = signals.degraded
         assert degraded is not None  # guaranteed by forward(); narrows the type
         flags = degraded.to(device=cosine.device, dtype=torch.bool)
         margins = torch.where(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from models.heads.base import MarginHead, arc_margin_target
+from models.heads.base import MarginHead, Signals, arc_margin_target
 from models.heads.registry import register_head
 
 
@@ -56,14 +56,9 @@ class LaplacianMarginHead(MarginHead):
         return (self.kappa / (q + self.eps)).clamp(self.margin_min, self.margin_max)
 
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
+        quality = signals.quality
         assert quality is not None  # guaranteed by forward(); narrows the type
         margins = self.sample_margins(quality.to(cosine.device))
         target = arc_margin_target(self.target_column(cosine, labels), margins)

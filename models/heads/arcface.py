@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from models.heads.base import MarginHead, arc_margin_target
+from models.heads.base import MarginHead, Signals, arc_margin_target
 from models.heads.registry import register_head
 
 
@@ -28,13 +28,7 @@ class ArcFaceHead(MarginHead):
         self.margin = margin
 
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
         target = arc_margin_target(self.target_column(cosine, labels), self.margin)
         return self.scaled(self.with_target(cosine, labels, target))

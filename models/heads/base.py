@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -32,6 +33,21 @@ def arc_margin_target(cos_target: torch.Tensor, margin: float | torch.Tensor) ->
         torch.cos(theta + margin),
         cos_target - margin * torch.sin(margin),
     )
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per-sample signals a margin may use besides the cosines, each (B,).
+
+    Attributes:
+        norms: the embedding norms ||z||.
+        quality: the image quality q (given to every head, required by ``needs_quality``).
+        degraded: the sampler's flags (required by ``needs_degraded``).
+    """
+
+    norms: torch.Tensor
+    quality: torch.Tensor | None = None
+    degraded: torch.Tensor | None = None
 
 
 class MarginHead(nn.Module, ABC):
@@ -155,19 +171,13 @@ class MarginHead(nn.Module, ABC):
         self._check_inputs(embeddings, labels, quality, degraded)
         cosine = self.cosine(embeddings)
         norms = embeddings.float().norm(dim=1)
-        return self.margin_logits(cosine, labels, norms=norms, quality=quality, degraded=degraded)
+        return self.margin_logits(cosine, labels, Signals(norms, quality, degraded))
 
     @abstractmethod
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
-        """Logits from the clamped cosines (B, C) and the embedding norms ||z|| (B,)."""
+        """Logits from the clamped cosines (B, C) and the per-sample ``signals``."""
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}"

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from models.heads.base import MarginHead
+from models.heads.base import MarginHead, Signals
 from models.heads.registry import register_head
 
 
@@ -63,13 +63,7 @@ class SphereFaceHead(MarginHead):
         return max(self.lambda_min, annealed)
 
     def margin_logits(
-        self,
-        cosine: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        norms: torch.Tensor,
-        quality: torch.Tensor | None,
-        degraded: torch.Tensor | None,
+        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
         lam = self.current_lambda()
         cos_y = self.target_column(cosine, labels)
@@ -78,4 +72,4 @@ class SphereFaceHead(MarginHead):
         if self.training:
             self.iteration += 1
         self.last_stats = {"lambda": torch.tensor(lam)}
-        return norms.view(-1, 1) * self.with_target(cosine, labels, target)
+        return signals.norms.view(-1, 1) * self.with_target(cosine, labels, target)
