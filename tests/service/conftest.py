@@ -4,7 +4,6 @@ SQLite and (when ``LRFR_TEST_POSTGRES_URL`` is set) PostgreSQL, and image helper
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +15,7 @@ from sqlalchemy import create_engine, text
 from service.app import create_app
 from service.reference_model import build_reference_model
 from service.settings import Settings
-
-# The suite runs with --import-mode=importlib (no sys.path changes), so the helpers
-# module beside this file is made importable for the test modules here.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from service_testkit import ADMIN_KEY, CLIENT_KEY
+from tests.support.service import ADMIN_KEY, CLIENT_KEY
 
 POSTGRES_ENV = "LRFR_TEST_POSTGRES_URL"
 

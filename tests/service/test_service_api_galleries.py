@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_testkit import (
+
+from tests.support.service import (
     ADMIN,
     CLIENT,
     create_gallery,

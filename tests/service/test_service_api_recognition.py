@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_testkit import ADMIN, CLIENT, encode, face_png, png_claiming
 
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
+from tests.support.service import ADMIN, CLIENT, encode, face_png, png_claiming
 
 
 def test_quality_is_measured_at_the_network_input(client: TestClient) -> None:

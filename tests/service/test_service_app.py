@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_testkit import (
+
+from models.artifact import ArtifactError, metadata_path
+from service.app import create_app
+from service.reference_model import build_reference_model
+from tests.support.service import (
     ADMIN,
     CLIENT,
     create_gallery,
@@ -18,10 +22,6 @@ from service_testkit import (
     face_png,
     identify,
 )
-
-from models.artifact import ArtifactError, metadata_path
-from service.app import create_app
-from service.reference_model import build_reference_model
 
 # -- startup ------------------------------------------------------------------------------
 

@@ -11,13 +11,21 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
-from service_testkit import ADMIN, CLIENT, create_gallery, create_subject, encode, enroll, face_png
 
 from models.artifact import (
     QualityCalibration,
     QualityCell,
     load_metadata,
     write_metadata,
+)
+from tests.support.service import (
+    ADMIN,
+    CLIENT,
+    create_gallery,
+    create_subject,
+    encode,
+    enroll,
+    face_png,
 )
 
 #: One edge: band 0 = q < 10 (the smooth test blobs), band 1 = q >= 10 (noise images).

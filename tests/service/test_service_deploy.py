@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from service_testkit import ADMIN, ADMIN_KEY, CLIENT, CLIENT_KEY, face_png
+
+from tests.support.service import ADMIN, ADMIN_KEY, CLIENT, CLIENT_KEY, face_png
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

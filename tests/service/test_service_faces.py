@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_testkit import ADMIN, CLIENT, create_gallery, create_subject, encode, face_png
+
+from tests.support.service import ADMIN, CLIENT, create_gallery, create_subject, encode, face_png
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from service_testkit import (
+
+from service.settings import Settings
+from tests.support.service import (
     ADMIN,
     ADMIN_KEY,
     CLIENT,
@@ -29,8 +31,6 @@ from service_testkit import (
     face_png,
     serve,
 )
-
-from service.settings import Settings
 
 MB = 1024 * 1024
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from service_testkit import encode, png_claiming
 
 from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedImageError
 from service.images import decode_image
+from tests.support.service import encode, png_claiming
 
 LIMIT = 1_000_000
 

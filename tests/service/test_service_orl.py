@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
-from service_testkit import ADMIN, CLIENT, create_gallery, create_subject, identify, orl_bytes
+
+from tests.support.service import ADMIN, CLIENT, create_gallery, create_subject, identify, orl_bytes
 
 SUBJECTS = range(1, 41)
 #: Below the reference model's FAR 1e-3 threshold: on ORL, 0.75 accepts 80% of

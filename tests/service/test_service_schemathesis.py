@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_testkit import ADMIN_KEY, CLIENT_KEY, serve
+
+from tests.support.service import ADMIN_KEY, CLIENT_KEY, serve
 
 pytest.importorskip("schemathesis")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from service_testkit import ADMIN_KEY, CLIENT_KEY
 
 from service import settings as settings_module
 from service.settings import Settings
+from tests.support.service import ADMIN_KEY, CLIENT_KEY
 
 
 def test_refuses_to_start_without_admin_key(model_path: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.backbones import create_backbone
-from tests.training.conftest import SyntheticSource
+from tests.support.training import SyntheticSource
 from training.config import TrainConfig
 from training.engine import finetune, train
 from training.objectives import DeriveNetObjective, batch_hard_triplet, octuplet_loss

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.checkpoint import Checkpoint
-from tests.training.conftest import SyntheticSource
+from tests.support.training import SyntheticSource
 from training.config import TrainConfig
 from training.data import CrossResolutionBatchSampler, IdentityBatchSampler
 from training.objectives import create_objective, list_objectives

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.training.conftest import SyntheticSource, fake_lfw
+from tests.support.training import SyntheticSource, fake_lfw
 from training.config import ConfigError, TrainConfig, config_from_dict
 from training.data import FaceDataset, LFWPeopleSource, SampleKey, collate
 from training.engine import train

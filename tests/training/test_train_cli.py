@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from lrfr.cli import app
 from models.artifact import load_metadata
-from tests.training.conftest import fake_lfw
+from tests.support.training import fake_lfw
 from training.calibration import calibrate_embeddings, impostor_scores
 from training.eval.protocols import PairProtocol
 

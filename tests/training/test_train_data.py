@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from models.quality_torch import laplacian_quality_torch
-from tests.training.conftest import SyntheticSource, identity_face
+from tests.support.training import SyntheticSource, identity_face
 from training.data import (
     Augment,
     CrossResolutionBatchSampler,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.heads import list_heads
-from tests.training.conftest import SyntheticSource
+from tests.support.training import SyntheticSource
 from training import distributed
 from training.config import ConfigError, ScheduleConfig, TrainConfig
 from training.distributed import autocast_dtype

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.conftest import identity_face
+from tests.support.training import identity_face
 from training.data.recordio import (
     MAGIC,
     IRHeader,

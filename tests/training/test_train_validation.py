@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models.backbones import create_backbone
-from tests.training.conftest import fake_lfw
+from tests.support.training import fake_lfw
 from training.validation import LFWValidator
 
 

@@ -1,4 +1,4 @@
-"""Helpers of the service tests (images, keys, API calls); imported by the test modules."""
+"""Helpers of the service tests (images, keys, API calls); `tests.support.service`."""
 
 from __future__ import annotations
 
