@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from models.alignment import align_box, align_by_landmarks
+from models.alignment import align_face
 from models.detector import Detection, FaceDetector
 from models.embedder import resize_to_input
 from service.errors import ServiceError
@@ -86,18 +86,6 @@ class FoundFace:
     faces_found: int = 0
 
 
-def _extended(image: Image.Image, margin: float = 0.5) -> tuple[Image.Image, int]:
-    """``image`` with its border pixels repeated outwards by ``margin`` of its longer side.
-
-    The template reaches past a face's box (about 1.4x its width) and past the image when
-    the face touches the border: filled black, that area would make a hard edge the
-    Laplacian q and the network both read as image content.
-    """
-    pad = max(1, int(np.ceil(margin * max(image.size))))
-    array = np.pad(np.asarray(image.convert("RGB")), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return Image.fromarray(array), pad
-
-
 def _boxes(detections: list[Detection]) -> list[list[float]]:
     return [[round(v, 1) for v in d.box] for d in detections]
 
@@ -124,9 +112,8 @@ class FaceFinder:
         return resize_to_input(Image.fromarray(crop), self.input_size)
 
     def align(self, image: Image.Image, detection: Detection, index: int, found: int) -> FoundFace:
-        extended, pad = _extended(image)
         return FoundFace(
-            pixels=self._to_input(align_by_landmarks(extended, detection.landmarks + pad)),
+            pixels=self._to_input(align_face(image, landmarks=detection.landmarks)),
             alignment="landmarks",
             box=detection.box,
             landmarks=detection.landmarks,
@@ -138,10 +125,8 @@ class FaceFinder:
     def whole_box(self, image: Image.Image, found: int = 0) -> FoundFace:
         width, height = image.size
         box = (0.0, 0.0, float(width), float(height))
-        extended, pad = _extended(image)
-        shifted = (pad, pad, pad + width, pad + height)
         return FoundFace(
-            pixels=self._to_input(align_box(extended, shifted)), alignment="box", box=box,
+            pixels=self._to_input(align_face(image, box=box)), alignment="box", box=box,
             faces_found=found,
         )
 
