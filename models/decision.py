@@ -219,9 +219,15 @@ class DecisionRule:
         *,
         far: str,
         threshold: float | None = None,
+        uncalibrated: np.ndarray | bool = False,
     ) -> Decisions:
         """Decides every pair (arrays of equal shape) at ``far``, or with the caller's
-        ``threshold`` (then never ``undecidable``)."""
+        ``threshold`` (then never ``undecidable``).
+
+        ``uncalibrated`` marks pairs framed in a way the calibration never measured (a
+        face mapped from a box, not aligned by landmarks): ``undecidable`` at any FAR,
+        since such impostors were measured to pass at 3-30x the target FAR.
+        """
         similarities = np.asarray(similarities, dtype=np.float64)
         if threshold is not None:
             used = np.full(similarities.shape, float(threshold))
@@ -232,7 +238,7 @@ class DecisionRule:
         codes = np.where(similarities >= used, MATCH, NO_MATCH)
         if self.calibration is not None:
             poor = np.isnan(used) | (np.nan_to_num(tar, nan=0.0) < self.calibration.tar_floor)
-            codes = np.where(poor, UNDECIDABLE, codes)
+            codes = np.where(poor | np.asarray(uncalibrated, dtype=bool), UNDECIDABLE, codes)
         return Decisions(codes=codes.astype(np.int8), thresholds=used)
 
     def decide(
@@ -243,10 +249,12 @@ class DecisionRule:
         *,
         far: str,
         threshold: float | None = None,
+        uncalibrated: bool = False,
     ) -> Decision:
         """Decides one pair; the same rule as :meth:`decide_many`, with its explanation."""
         batch = self.decide_many(
-            np.array([similarity]), np.array([q1]), np.array([q2]), far=far, threshold=threshold
+            np.array([similarity]), np.array([q1]), np.array([q2]), far=far,
+            threshold=threshold, uncalibrated=uncalibrated,
         )
         kind = _KINDS[int(batch.codes[0])]
         used = float(batch.thresholds[0])
@@ -260,7 +268,15 @@ class DecisionRule:
         reason = None
         if kind == "undecidable":
             assert band is not None and self.calibration is not None
-            if np.isnan(used):
+            if uncalibrated:
+                reason = (
+                    "a face was located only by a box (no landmarks): the thresholds were "
+                    "calibrated on faces aligned by landmarks, and box-framed faces of "
+                    "different people look more alike, so no decision is given; send "
+                    "the face with more context for the detector, or decide with your "
+                    "own 'threshold'"
+                )
+            elif np.isnan(used):
                 reason = (
                     f"the model is not calibrated at FAR {key} for faces of this quality "
                     f"({band.label}): too few impostor pairs were measured there"

@@ -224,7 +224,10 @@ class RecognitionService:
         vectors = await self.embed(faces)
         similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
         q1, q2 = (face.quality.laplacian for face in faces)
-        decision = self.rule.decide(similarity, q1, q2, far=key, threshold=threshold)
+        decision = self.rule.decide(
+            similarity, q1, q2, far=key, threshold=threshold,
+            uncalibrated=any(face.found.alignment == "box" for face in faces),
+        )
         return VerifyResponse(
             similarity=similarity,
             decision=decision.decision,
@@ -302,7 +305,10 @@ class RecognitionService:
         )
         probe_q = face.quality.laplacian
         decided = [
-            self.rule.decide(c.similarity, probe_q, c.face_quality, far=key, threshold=threshold)
+            self.rule.decide(
+                c.similarity, probe_q, c.face_quality, far=key, threshold=threshold,
+                uncalibrated=face.found.alignment == "box",
+            )
             for c in candidates
         ]
         matches = [

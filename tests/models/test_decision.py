@@ -168,3 +168,17 @@ def test_enrollment_floor_is_the_poorest_band_good_enough_against_sharp_faces(
     assert rule.enrollment_floor("1e-3", min_tar=0.99) == pytest.approx(6.0)  # the sharpest
     uncalibrated = DecisionRule(_metadata(None), fallback_threshold=0.35)
     assert uncalibrated.enrollment_floor("1e-3") is None
+
+
+def test_box_framed_pairs_are_undecidable_unless_the_caller_sets_a_threshold(
+    rule: DecisionRule,
+) -> None:
+    decision = rule.decide(0.99, 8.0, 9.0, far="1e-3", uncalibrated=True)
+    assert decision.decision == "undecidable"
+    assert "box" in (decision.reason or "")
+    assert rule.decide(0.99, 8.0, 9.0, far="1e-3", threshold=0.5,
+                       uncalibrated=True).decision == "match"
+    codes = rule.decide_many(np.array([0.99, 0.99]), np.array([8.0, 8.0]),
+                             np.array([9.0, 9.0]), far="1e-3",
+                             uncalibrated=np.array([True, False])).codes
+    assert codes.tolist() == [UNDECIDABLE, MATCH]

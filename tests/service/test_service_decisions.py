@@ -189,3 +189,11 @@ def test_identify_empty_gallery_is_unknown(banded: TestClient) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["decision"] == "unknown"
     assert response.json()["matches"] == []
+
+
+def test_a_face_located_only_by_a_box_is_undecidable(banded: TestClient) -> None:
+    answer = verify(banded, noise_png(1), noise_png(2), face="box")
+    assert answer["decision"] == "undecidable" and "box" in answer["reason"]
+    assert answer["faces"][0]["alignment"] == "box"
+    own = verify(banded, noise_png(1), noise_png(2), face="box", threshold=-1)
+    assert own["decision"] == "match"

@@ -38,6 +38,7 @@ def realised_rates(
     genuine_left: np.ndarray,
     genuine_right: np.ndarray,
     same_side: bool,
+    uncalibrated: bool = False,
     chunk: int = 1024,
 ) -> dict[str, dict[str, Any]]:
     """FAR / TAR of ``rule`` at each of ``fars``.
@@ -52,6 +53,8 @@ def realised_rates(
         genuine_left, genuine_right: image indices of the matched pairs.
         same_side: both images come from the same set (a == b): impostor pairs i < j
             once; otherwise every ordered (i, j), i != j.
+        uncalibrated: the faces were located by a box, not landmarks (the service's
+            rule then answers 'undecidable').
         chunk: rows of the impostor score matrix per block.
 
     Returns:
@@ -67,7 +70,8 @@ def realised_rates(
     for far in fars:
         key = rule.check_far(far)
         genuine = rule.decide_many(
-            genuine_sims, quality_a[genuine_left], quality_b[genuine_right], far=key
+            genuine_sims, quality_a[genuine_left], quality_b[genuine_right], far=key,
+            uncalibrated=uncalibrated,
         )
         accepted = undecided = total = 0
         for start in range(0, n, chunk):
@@ -78,7 +82,7 @@ def realised_rates(
             valid &= identities[rows][:, None] != identities[None, :]
             qa = np.broadcast_to(quality_a[rows][:, None], sims.shape)[valid]
             qb = np.broadcast_to(quality_b[None, :], sims.shape)[valid]
-            decided = rule.decide_many(sims[valid], qa, qb, far=key)
+            decided = rule.decide_many(sims[valid], qa, qb, far=key, uncalibrated=uncalibrated)
             accepted += int(decided.accepted.sum())
             undecided += int(decided.undecidable.sum())
             total += int(valid.sum())

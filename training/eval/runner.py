@@ -289,7 +289,7 @@ def _add_decisions(
     genuine = protocol.labels.astype(bool)
     degraded = store.get(resolution, every)
     common = dict(
-        fars=rule.fars, identities=identities,
+        fars=rule.fars, identities=identities, uncalibrated=store.boxes is not None,
         genuine_left=protocol.left[genuine], genuine_right=protocol.right[genuine],
     )
     sections["resolutions"][key]["decisions"] = realised_rates(
