@@ -27,7 +27,7 @@ CACHE=${CACHE:-runs/teacher/lfw_peopleDevTrain_dlib.npz}
 CARD=${CARD:-runs/card}
 NAME=${NAME:-lrfr-lr-dlib-resnet29-gated}
 VERSION=${VERSION:-1.0.0}
-RESULTS=${RESULTS:-docs/results/dlib-student}
+RESULTS=${RESULTS:-results/dlib-student}
 TRAIN=${TRAIN:-1}
 EVAL_DLIB=${EVAL_DLIB:-1}
 mkdir -p "$CARD" "$RESULTS"

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 LFW=${LFW:-../shared/data/lfw}
 OUT=${OUT:-runs/lfw-cpu-experiment}
 MINUTES=${MINUTES:-14}
-RESULTS=${RESULTS:-experiments/results/lfw_cpu}
+RESULTS=${RESULTS:-results/lfw_cpu}
 mkdir -p "$OUT" "$RESULTS"
 
 for head in arcface approach2; do

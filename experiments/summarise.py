@@ -4,7 +4,7 @@ Reads, per head folder: ``validation.jsonl`` (periodic validation), ``metrics.js
 (logged training scalars), ``results.json`` (``lrfr eval lfw``), ``model.json`` (the
 artifact's metadata with the calibrated thresholds); writes Markdown to stdout.
 
-    python experiments/summarise.py experiments/results/lfw_cpu > summary.md
+    python experiments/summarise.py results/lfw_cpu > summary.md
 """
 
 from __future__ import annotations
@@ -130,4 +130,4 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results/lfw_cpu")
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/lfw_cpu")
