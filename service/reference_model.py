@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.artifact import ModelMetadata, write_metadata
+from models.artifact import ModelMetadata
+from models.pixel_baseline import build_pixel_model
 
 REFERENCE_MODEL_NAME = "lrfr-reference-pixels"
 #: Cosine thresholds of the reference model, measured once on all ORL image pairs
@@ -48,49 +49,14 @@ def build_reference_model(
     Raises:
         ValueError: ``input_size`` is not a multiple of ``cell``.
     """
-    import onnx  # a dev/train dependency; the service itself only reads ONNX files
-    from onnx import TensorProto, helper
-
-    if cell <= 0 or input_size % cell:
-        raise ValueError(f"input_size {input_size} must be a positive multiple of cell {cell}")
-    grid = input_size // cell
-    dims = grid * grid
-    nodes = [
-        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
-        helper.make_node(
-            "AveragePool", ["grey"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]
-        ),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-        helper.make_node("ReduceMean", ["flat"], ["centre"], axes=[1], keepdims=1),
-        helper.make_node("Sub", ["flat", "centre"], ["embedding"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "reference_pixels",
-        [
-            helper.make_tensor_value_info(
-                "input", TensorProto.FLOAT, ["N", 3, input_size, input_size]
-            )
-        ],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dims])],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="lrfr"
-    )
-    model.ir_version = 8  # readable by every onnxruntime >= 1.14
-    onnx.checker.check_model(model)
-    onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(onnx_path))
-    metadata = ModelMetadata(
+    return build_pixel_model(
+        onnx_path,
         name=REFERENCE_MODEL_NAME,
+        cell=cell,
+        grey=True,
+        input_size=input_size,
         version=version,
-        input_size=(input_size, input_size),
-        embedding_size=dims,
         backbone=f"avgpool{cell}-grey (non-learned)",
         thresholds=dict(REFERENCE_THRESHOLDS if thresholds is None else thresholds),
-        opset=17,
         extra={"note": "non-learned pixel-statistics baseline for tests and demos"},
     )
-    write_metadata(onnx_path, metadata)
-    return metadata
