@@ -27,26 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from box_transform import lfw_paths  # the sibling script (run from experiments/)
 from PIL import Image
 
 from models.alignment import ARCFACE_TEMPLATE_112, apply_transform, box_matrix, landmark_matrix
 from models.detector import Detection, FaceDetector
-from training.data.sources import parse_people_file
 
 SIZES = (7, 10, 14, 20, 28, 40, 56)
 NOISE_SIGMA = 12.0
-
-
-def lfw_paths(lfw: Path, people_file: str, count: int, seed: int) -> list[Path]:
-    """``count`` images drawn (seeded) from the people of an LFW people list."""
-    paths = [
-        lfw / "images" / name / f"{name}_{number:04d}.jpg"
-        for fold in parse_people_file(lfw / people_file)
-        for name, images in fold
-        for number in range(1, images + 1)
-    ]
-    rng = np.random.default_rng(seed)
-    return [paths[i] for i in sorted(rng.choice(len(paths), size=count, replace=False))]
 
 
 def canvas(height: int, width: int, rng: np.random.Generator) -> np.ndarray:

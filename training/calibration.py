@@ -35,7 +35,7 @@ from models.artifact import (
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
 from training.degrade import degrade
-from training.eval.datasets import lfw_image_folder, load_lfw
+from training.eval.datasets import IMAGE_SUFFIXES, lfw_image_folder, load_lfw, parse_people_file
 from training.eval.embedding import OnnxModel, embed_batched
 from training.eval.metrics import threshold_at_far
 from training.eval.protocols import PairProtocol
@@ -479,25 +479,26 @@ def _model_gate(metadata: ModelMetadata) -> float | None:
 def load_unlabelled_faces(folder: str | Path, limit: int | None, *, seed: int = 0) -> np.ndarray:
     """112 crops of a folder of aligned faces, each a different person (e.g.
     ``faces-extra/aaf``): a fixed random sample of ``limit`` of them."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no .jpg/.png faces in {folder}")
+        raise ValueError(f"no images in {folder}")
     if limit is not None and limit < len(files):
         keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
         files = [files[i] for i in keep]
-    loader = FaceLoader("aligned")
-    return np.stack([loader.load(f) for f in files])
+    return load_faces(files, FaceLoader("aligned"), progress=False)
 
 
 def lfw_singletons(lfw_dir: str | Path, people_file: str) -> list[Path]:
     """The image of every person listed with exactly one image in ``people_file``
     (``peopleDevTrain.txt``): people that a model trained with a margin head on
     identities with two or more images never saw."""
-    lines = (Path(lfw_dir) / people_file).read_text(encoding="utf-8").split("\n")[1:]
-    names = [parts[0] for parts in (line.split() for line in lines)
-             if len(parts) == 2 and parts[1] == "1"]
     folder = lfw_image_folder(lfw_dir)
-    return [folder / name / f"{name}_0001.jpg" for name in names]
+    return [
+        folder / name / f"{name}_0001.jpg"
+        for fold in parse_people_file(Path(lfw_dir) / people_file)
+        for name, count in fold
+        if count == 1
+    ]
 
 
 def calibrate_quality_artifact(

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from training.data.recordio import RecordIOReader, unpack_record
+from training.eval.datasets import parse_people_file
 from training.faces import INPUT_SIZE, FaceLoader, resize_aligned
 
 logger = logging.getLogger(__name__)
@@ -141,35 +142,6 @@ class FolderSource(_PathSource):
             description=f"folder:{root.name} ({len(keep)} images, {len(kept_names)} ids)",
             root=root,
         )
-
-
-def parse_people_file(path: str | Path) -> list[list[tuple[str, int]]]:
-    """Reads an LFW people list into folds of ``(name, image count)``.
-
-    ``peopleDevTrain.txt`` / ``peopleDevTest.txt``: a count line, then ``name\\tcount``
-    lines (one fold). ``people.txt``: the number of folds, then per fold a count line
-    followed by that many ``name\\tcount`` lines.
-    """
-    lines = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    if not lines or len(lines[0]) != 1:
-        raise ValueError(f"{path}: expected a count on the first line")
-    first = int(lines[0][0])
-    body = lines[1:]
-    if len(body) == first and all(len(line) == 2 for line in body):
-        return [[(name, int(count)) for name, count in body]]
-    folds: list[list[tuple[str, int]]] = []
-    position = 0
-    for _ in range(first):
-        if position >= len(body) or len(body[position]) != 1:
-            raise ValueError(f"{path}: expected a fold size at entry {position + 2}")
-        size = int(body[position][0])
-        entries = body[position + 1 : position + 1 + size]
-        if len(entries) != size or any(len(e) != 2 for e in entries):
-            raise ValueError(f"{path}: fold {len(folds) + 1} is truncated or malformed")
-        folds.append([(name, int(count)) for name, count in entries])
-        position += 1 + size
-    return folds
 
 
 class LFWPeopleSource(_PathSource):
