@@ -91,11 +91,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Decisions:
-    """Vectorised answers: ``codes`` (NO_MATCH / MATCH / UNDECIDABLE) and thresholds
-    (NaN where undecidable for want of a threshold), one per pair."""
+    """Vectorised answers, one per pair: ``codes`` (NO_MATCH / MATCH / UNDECIDABLE),
+    ``thresholds`` (NaN where undecidable for want of one) and the cells' calibrated
+    ``tar`` (NaN where unknown)."""
 
     codes: np.ndarray
     thresholds: np.ndarray
+    tar: np.ndarray
 
     @property
     def accepted(self) -> np.ndarray:
@@ -104,10 +106,6 @@ class Decisions:
     @property
     def undecidable(self) -> np.ndarray:
         return self.codes == UNDECIDABLE
-
-
-def _far_value(key: str) -> float:
-    return float(key)
 
 
 class DecisionRule:
@@ -158,7 +156,7 @@ class DecisionRule:
         except (TypeError, ValueError):
             raise UnknownFarError(f"FAR {far!r} is not a number") from None
         for key in self.fars:
-            if np.isclose(_far_value(key), value, rtol=1e-9, atol=0.0):
+            if np.isclose(float(key), value, rtol=1e-9, atol=0.0):
                 return key
         raise UnknownFarError(
             f"the model is calibrated at FAR {', '.join(self.fars)}; {far} is not among them"
@@ -232,14 +230,15 @@ class DecisionRule:
         if threshold is not None:
             used = np.full(similarities.shape, float(threshold))
             codes = np.where(similarities >= used, MATCH, NO_MATCH)
-            return Decisions(codes=codes.astype(np.int8), thresholds=used)
+            return Decisions(codes=codes.astype(np.int8), thresholds=used,
+                             tar=np.full(similarities.shape, np.nan))
         far = self.check_far(far)
         used, tar = self.thresholds(q1, q2, far)
         codes = np.where(similarities >= used, MATCH, NO_MATCH)
         if self.calibration is not None:
             poor = np.isnan(used) | (np.nan_to_num(tar, nan=0.0) < self.calibration.tar_floor)
             codes = np.where(poor | np.asarray(uncalibrated, dtype=bool), UNDECIDABLE, codes)
-        return Decisions(codes=codes.astype(np.int8), thresholds=used)
+        return Decisions(codes=codes.astype(np.int8), thresholds=used, tar=tar)
 
     def decide(
         self,
@@ -262,8 +261,7 @@ class DecisionRule:
         if threshold is not None:
             return Decision(kind, float(threshold), None, band, None)
         key = self.check_far(far)
-        _, tar_array = self.thresholds(np.array([q1]), np.array([q2]), key)
-        tar = None if np.isnan(tar_array[0]) else float(tar_array[0])
+        tar = None if np.isnan(batch.tar[0]) else float(batch.tar[0])
         calibrated = self.calibration is not None or self._single.get(key) is not None
         reason = None
         if kind == "undecidable":

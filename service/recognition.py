@@ -299,14 +299,13 @@ class RecognitionService:
         threshold: float | None,
         far: str,
     ) -> IdentifyResponse:
-        key = far
         candidates = await run_in_threadpool(
             lambda: self.galleries.search(gallery=gallery, vector=vector, top_k=top_k)
         )
         probe_q = face.quality.laplacian
         decided = [
             self.rule.decide(
-                c.similarity, probe_q, c.face_quality, far=key, threshold=threshold,
+                c.similarity, probe_q, c.face_quality, far=far, threshold=threshold,
                 uncalibrated=face.found.alignment == "box",
             )
             for c in candidates
@@ -327,7 +326,7 @@ class RecognitionService:
             matches=matches,
             decision=outcome,
             threshold=None if best is None else best.threshold,
-            far=key if best is None else best.far,
+            far=far if best is None else best.far,
             band=None if best is None else _band_out(best),
             reason=None if best is None else best.reason,
             quality=face.quality,
