@@ -240,16 +240,18 @@ class EmbeddingStore:
         return self._embeddings[side][indices]
 
 
+    def _qualities(self, side: int | None) -> np.ndarray:
+        """q per face at ``side``, NaN until the face's pixels were produced."""
+        return self._quality.setdefault(side, np.full(len(self.faces), np.nan))
+
     def quality(self, resolution: int | None) -> np.ndarray:
-        """Laplacian q (METHODS §3) of every face as the network sees it at ``resolution``."""
+        """Laplacian q (METHODS §3) of every face as the network sees it at ``resolution``;
+        measured while the faces are embedded, the rest (not embedded yet) now."""
         side = self.effective(resolution)
-        if side not in self._quality:
-            every = np.arange(len(self.faces))
-            self._quality[side] = np.asarray([
-                laplacian_score(self.pixels(side, every[i : i + 1])[0]).laplacian
-                for i in every
-            ])
-        return self._quality[side]
+        known = self._qualities(side)
+        for i in np.nonzero(np.isnan(known))[0]:
+            known[i] = laplacian_score(self.pixels(side, np.array([i]))[0]).laplacian
+        return known
 
 
 class _LazyPixels:
@@ -262,7 +264,11 @@ class _LazyPixels:
         return len(self.indices)
 
     def __getitem__(self, item: slice) -> np.ndarray:
-        return self.store.pixels(self.side, self.indices[item])
+        indices = self.indices[item]
+        pixels = self.store.pixels(self.side, indices)
+        # the decision rule needs q of exactly these pixels: score them while they exist
+        self.store._qualities(self.side)[indices] = [laplacian_score(p).laplacian for p in pixels]
+        return pixels
 
 
 def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:
