@@ -192,20 +192,33 @@ def align_box(
     return warp(image, box_matrix(box, transform, size), size)
 
 
-def replicate_border(
-    image: Image.Image | np.ndarray, margin: float = 0.5
-) -> tuple[Image.Image, int]:
-    """``image`` (RGB) with its border pixels repeated outwards by ``margin`` of its longer
-    side, and that padding in pixels.
+def _region_with_border(
+    image: Image.Image | np.ndarray, matrix: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``image`` (RGB) that the ``size`` x ``size`` output of ``matrix`` reads,
+    with the image's border pixels repeated wherever that part reaches past the image,
+    and ``matrix`` re-based onto it.
 
     The template reaches past a face's box (about 1.4x its width) and past the image when
     the face touches the border: filled black, that area would make a hard edge that the
-    Laplacian q and the network both read as image content.
+    Laplacian q and the network both read as image content. Only the region the warp
+    reads is copied (a face in a 640x480 frame costs a crop, not a padded frame).
     """
-    rgb = _rgb_image(image)
-    pad = max(1, int(np.ceil(margin * max(rgb.size))))
-    array = np.pad(np.asarray(rgb), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return Image.fromarray(array), pad
+    rgb = np.asarray(_rgb_image(image))
+    height, width = rgb.shape[:2]
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    corners = apply_transform(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+    # bicubic reads two pixels beyond the sample point
+    x0, y0 = (int(v) - 3 for v in np.floor(corners.min(axis=0)))
+    x1, y1 = (int(v) + 3 for v in np.ceil(corners.max(axis=0)))
+    crop = rgb[max(y0, 0) : max(min(y1, height), 0), max(x0, 0) : max(min(x1, width), 0)]
+    if crop.size == 0:  # the output lies wholly outside: the nearest border pixel
+        crop = rgb[min(max(y0, 0), height - 1) : min(max(y0, 0), height - 1) + 1,
+                   min(max(x0, 0), width - 1) : min(max(x0, 0), width - 1) + 1]
+    pads = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
+    region = np.pad(crop, pads, mode="edge")
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    return region, np.vstack([matrix, [0.0, 0.0, 1.0]])[:2] @ shift
 
 
 def align_face(
@@ -216,18 +229,19 @@ def align_face(
     size: int = INPUT_SIZE,
 ) -> np.ndarray:
     """The template crop of a face found by its 5 ``landmarks`` or, without them, its
-    detector ``box`` (default: the whole image), over the image with its border
-    repeated outwards (:func:`replicate_border`). The service and evaluation both align
+    detector ``box`` (default: the whole image), with the image's border repeated
+    outwards where the template reaches past it. The service and evaluation both align
     faces with this.
 
     Returns:
         RGB uint8 (size, size, 3).
     """
-    extended, pad = replicate_border(image)
     if landmarks is not None:
-        return align_by_landmarks(extended, np.asarray(landmarks, dtype=np.float64) + pad, size)
-    if box is None:
-        width, height = _rgb_image(image).size
-        box = (0.0, 0.0, float(width), float(height))
-    x1, y1, x2, y2 = box
-    return align_box(extended, (x1 + pad, y1 + pad, x2 + pad, y2 + pad), size=size)
+        matrix = landmark_matrix(landmarks, size)
+    else:
+        if box is None:
+            width, height = _rgb_image(image).size
+            box = (0.0, 0.0, float(width), float(height))
+        matrix = box_matrix(box, size=size)
+    region, rebased = _region_with_border(image, matrix, size)
+    return warp(region, rebased, size)
