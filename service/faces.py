@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from models.alignment import align_face
-from models.detector import Detection, FaceDetector
+from models.detector import Detection, FaceDetector, largest_first
 from models.embedder import resize_to_input
 from service.errors import ServiceError
 
@@ -106,7 +106,7 @@ class FaceFinder:
     def detect(self, image: Image.Image) -> list[Detection]:
         """The faces in ``image``, largest box first."""
         detections = self.detector.detect(np.asarray(image.convert("RGB")))
-        return sorted(detections, key=lambda d: d.area, reverse=True)
+        return largest_first(detections)
 
     def _to_input(self, crop: np.ndarray) -> np.ndarray:
         return resize_to_input(Image.fromarray(crop), self.input_size)

@@ -32,8 +32,6 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-# The alignment lives in models.alignment (shared with the service); its names stay
-# importable from here.
 from models.alignment import (
     ARCFACE_TEMPLATE_112,
     INPUT_SIZE,
@@ -41,6 +39,10 @@ from models.alignment import (
     align_face,
     similarity_transform,
 )
+
+# The alignment lives in models.alignment (shared with the service); its names stay
+# importable from here.
+from models.detector import FaceDetector, largest_first
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -70,9 +72,8 @@ class FaceNotFoundError(ValueError):
 @functools.lru_cache(maxsize=1)
 def _detector() -> Any:
     """The service's face detector, created on first use (one per process)."""
-    from models.detector import FaceDetector
-
     return FaceDetector(threads=1)
+
 
 
 def detect_largest(image: Image.Image) -> Any:
@@ -84,7 +85,7 @@ def detect_largest(image: Image.Image) -> Any:
     detections = _detector().detect(np.asarray(_rgb(image)))
     if not detections:
         raise FaceNotFoundError("no face found")
-    return max(detections, key=lambda d: d.area)
+    return largest_first(detections)[0]
 
 
 def _rgb(image: Image.Image) -> Image.Image:

@@ -10,6 +10,7 @@ from models.detector.centerface import (
     Detection,
     FaceDetector,
     as_rgb,
+    largest_first,
     nms,
     upscale_factor,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Detection",
     "FaceDetector",
     "as_rgb",
+    "largest_first",
     "nms",
     "upscale_factor",
 ]

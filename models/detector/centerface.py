@@ -87,6 +87,12 @@ class Detection:
         }
 
 
+def largest_first(detections: Sequence[Detection]) -> list[Detection]:
+    """``detections`` ordered by box area, largest first: the face a service answers for
+    when one image holds several (``face_index`` 0)."""
+    return sorted(detections, key=lambda d: d.area, reverse=True)
+
+
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 from an RGB, RGBA, grey (H, W) or (H, W, 1) array.
 
