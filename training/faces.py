@@ -27,7 +27,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -42,7 +42,7 @@ from models.alignment import (
 
 # The alignment lives in models.alignment (shared with the service); its names stay
 # importable from here.
-from models.detector import FaceDetector, largest_first
+from models.detector import Detection, FaceDetector, largest_first
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -70,13 +70,13 @@ class FaceNotFoundError(ValueError):
 
 
 @functools.lru_cache(maxsize=1)
-def _detector() -> Any:
+def _detector() -> FaceDetector:
     """The service's face detector, created on first use (one per process)."""
     return FaceDetector(threads=1)
 
 
 
-def detect_largest(image: Image.Image) -> Any:
+def detect_largest(image: Image.Image) -> Detection:
     """The largest face CenterFace finds in ``image`` (the service's ``face=auto``).
 
     Raises:
