@@ -52,6 +52,38 @@ def _yaml(text: str) -> Any:
 
 
 @dataclass
+class UnlabelledConfig:
+    """Faces without identity labels, mixed into every batch for distillation only.
+
+    Their samples get the distillation term (towards the teacher's descriptor of the
+    sharp crop, from ``cache``) and never the margin head. The faces are aligned 112
+    crops, listed by a manifest (``faces-extra/manifest.csv``: ``file``, ``source``,
+    ``border_frac``) or found under ``root``.
+
+    Attributes:
+        root: the folder of the crops; manifest paths and cache keys are relative to it.
+        manifest: a CSV with a ``file`` column, relative to ``root`` (``None``: every
+            image under ``root``, recursively).
+        sources: keep only the rows whose ``source`` column is one of these
+            (``None``: all), e.g. ``[aaf]`` to leave UTKFace out.
+        max_border_frac: drop crops whose ``border_frac`` (the share of the crop that
+            lies outside the source photo, filled black) exceeds this.
+        cache: the teacher cache of these crops (``lrfr teacher-cache --kind
+            unlabelled``), keyed by path relative to ``root``.
+        fraction: the share of every batch taken from these faces (exactly
+            ``round(fraction * B)`` samples); the rest are labelled. An epoch is one
+            pass over the labelled faces; the unlabelled ones cycle on their own.
+    """
+
+    root: str = ""
+    manifest: str | None = "manifest.csv"
+    sources: list[str] | None = None
+    max_border_frac: float = 1.0
+    cache: str = ""
+    fraction: float = 0.5
+
+
+@dataclass
 class DataConfig:
     """Where the training faces come from and how they are decoded and augmented.
 
@@ -75,6 +107,8 @@ class DataConfig:
         crop_scale: random-resized-crop area range, e.g. ``[0.8, 1.0]`` (``None``: off).
         colour_jitter: brightness/contrast/saturation jitter strength (0: off).
         limit_classes: keep only the first N identities (smoke runs).
+        unlabelled: faces without identities for the distillation term
+            (:class:`UnlabelledConfig`; needs ``distill``).
     """
 
     kind: Literal["folder", "recordio", "lfw_people"] = "folder"
@@ -89,6 +123,7 @@ class DataConfig:
     crop_scale: list[float] | None = None
     colour_jitter: float = 0.0
     limit_classes: int | None = None
+    unlabelled: UnlabelledConfig | None = None
 
 
 @dataclass
@@ -426,6 +461,17 @@ def validate(config: TrainConfig) -> None:
         checks += [
             (bool(config.distill.cache), "distill.cache is empty: name the teacher cache"),
             (config.distill.weight >= 0, "distill.weight must be non-negative"),
+        ]
+    unlabelled = config.data.unlabelled
+    if unlabelled is not None:
+        checks += [
+            (bool(unlabelled.root), "data.unlabelled.root is empty: name the crops' folder"),
+            (bool(unlabelled.cache), "data.unlabelled.cache is empty: name its teacher cache"),
+            (0.0 < unlabelled.fraction < 1.0, "data.unlabelled.fraction must be in (0, 1)"),
+            (0.0 <= unlabelled.max_border_frac <= 1.0,
+             "data.unlabelled.max_border_frac must be in [0, 1]"),
+            (config.distill is not None,
+             "data.unlabelled needs distill: unlabelled faces only get the distillation term"),
         ]
     if config.finetune is not None:
         octuplet = config.finetune.octuplet
