@@ -1,4 +1,4 @@
-"""Typed training configuration: dataclasses loaded from YAML, unknown keys rejected.
+"""Typed training configuration: pydantic models loaded from YAML, unknown keys rejected.
 
 A config file is a mapping whose sections mirror :class:`TrainConfig`. A file may name
 another file under the top-level key ``base`` (a path relative to itself); the base is
@@ -9,24 +9,35 @@ so an experiment file only says what differs from the recipe::
     head:
       name: approach2
 
-Every key is checked against the dataclass fields (a typo is an error that names the
-valid keys) and every value against its type hint. Loading has no side effects.
+Every section is a pydantic model that forbids unknown keys (a typo is an error that
+names the valid keys) and checks every value against its type hint, strictly: an
+integer field refuses ``"3"`` and ``true``, a number field takes an integer but not a
+boolean, and a section left empty in YAML (``null``) gets its defaults. Pydantic's
+errors become a :class:`ConfigError` that names the dotted key. Loading has no side
+effects.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
+from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 import yaml
-
-T = TypeVar("T")
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -48,11 +59,32 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
+# --------------------------------------------------------------------------- types
+
+Number = Annotated[float, Strict()]
+"""A float field: strict mode still takes an int (stored as a float) but not a bool or a string."""
+
+_S = TypeVar("_S", bound=BaseModel)
+
+
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+Section = Annotated[_S, BeforeValidator(_none_is_empty)]
+"""A section that is always present: ``null`` (a YAML key with nothing under it) is ``{}``."""
+
+
+class _Section(BaseModel):
+    """Base of the sections: unknown keys rejected, assignment unchecked (as a dataclass)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
 # --------------------------------------------------------------------------- sections
 
 
-@dataclass
-class UnlabelledConfig:
+class UnlabelledConfig(_Section):
     """Faces without identity labels, mixed into every batch for distillation only.
 
     Their samples get the distillation term (towards the teacher's descriptor of the
@@ -75,16 +107,15 @@ class UnlabelledConfig:
             pass over the labelled faces; the unlabelled ones cycle on their own.
     """
 
-    root: str = ""
-    manifest: str | None = "manifest.csv"
-    sources: list[str] | None = None
-    max_border_frac: float = 1.0
-    cache: str = ""
-    fraction: float = 0.5
+    root: StrictStr = ""
+    manifest: StrictStr | None = "manifest.csv"
+    sources: list[StrictStr] | None = None
+    max_border_frac: Number = 1.0
+    cache: StrictStr = ""
+    fraction: Number = 0.5
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Where the training faces come from and how they are decoded and augmented.
 
     Attributes:
@@ -112,22 +143,21 @@ class DataConfig:
     """
 
     kind: Literal["folder", "recordio", "lfw_people"] = "folder"
-    root: str = ""
-    people_file: str = "peopleDevTrain.txt"
-    people_folds: list[int] | None = None
+    root: StrictStr = ""
+    people_file: StrictStr = "peopleDevTrain.txt"
+    people_folds: list[StrictInt] | None = None
     face_mode: Literal["aligned", "lfw"] | None = None
-    min_images: int = 1
-    num_workers: int = 4
-    prefetch_factor: int = 4
-    flip: bool = True
-    crop_scale: list[float] | None = None
-    colour_jitter: float = 0.0
-    limit_classes: int | None = None
+    min_images: StrictInt = 1
+    num_workers: StrictInt = 4
+    prefetch_factor: StrictInt = 4
+    flip: StrictBool = True
+    crop_scale: list[Number] | None = None
+    colour_jitter: Number = 0.0
+    limit_classes: StrictInt | None = None
     unlabelled: UnlabelledConfig | None = None
 
 
-@dataclass
-class CrossResConfig:
+class CrossResConfig(_Section):
     """Cross-Resolution Batch Training (METHODS §5).
 
     Attributes:
@@ -140,16 +170,15 @@ class CrossResConfig:
         up: enlargement kernel back to 112.
     """
 
-    fraction: float = 0.5
-    r_min: int = 7
-    r_max: int = 112
-    sides: list[int] | None = None
+    fraction: Number = 0.5
+    r_min: StrictInt = 7
+    r_max: StrictInt = 112
+    sides: list[StrictInt] | None = None
     down: Literal["bicubic", "area", "bilinear", "lanczos"] = "bicubic"
     up: Literal["bicubic", "bilinear", "lanczos"] = "bicubic"
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The backbone (``models.backbones.create_backbone``).
 
     Attributes:
@@ -165,24 +194,22 @@ class ModelConfig:
             backbone (a new schedule from its weights: a second stage). ``None``: random.
     """
 
-    backbone: str = "ir50"
-    embedding_size: int = 512
-    dropout: float = 0.0
-    input_size: int = 112
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    init_weights: str | None = None
+    backbone: StrictStr = "ir50"
+    embedding_size: StrictInt = 512
+    dropout: Number = 0.0
+    input_size: StrictInt = 112
+    kwargs: dict[StrictStr, Any] = Field(default_factory=dict)
+    init_weights: StrictStr | None = None
 
 
-@dataclass
-class HeadConfig:
+class HeadConfig(_Section):
     """The margin head (``models.heads.create_head``); ``params`` are checked by the head."""
 
-    name: str = "arcface"
-    params: dict[str, Any] = field(default_factory=dict)
+    name: StrictStr = "arcface"
+    params: dict[StrictStr, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     """SGD with momentum.
 
     Attributes:
@@ -195,16 +222,15 @@ class OptimConfig:
         grad_clip: clip the global gradient norm to this value (``None``: off).
     """
 
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    decay_norm_and_bias: bool = False
-    grad_clip: float | None = 5.0
+    lr: Number = 0.1
+    momentum: Number = 0.9
+    weight_decay: Number = 5e-4
+    nesterov: StrictBool = False
+    decay_norm_and_bias: StrictBool = False
+    grad_clip: Number | None = 5.0
 
 
-@dataclass
-class ScheduleConfig:
+class ScheduleConfig(_Section):
     """Learning-rate schedule, evaluated per iteration.
 
     Attributes:
@@ -218,17 +244,16 @@ class ScheduleConfig:
         min_lr_factor: the end of the cosine, as a factor of lr.
     """
 
-    epochs: float = 18
-    warmup_epochs: float = 1.0
-    warmup_start: float = 0.01
+    epochs: Number = 18
+    warmup_epochs: Number = 1.0
+    warmup_start: Number = 0.01
     kind: Literal["step", "cosine"] = "step"
-    milestones: list[float] = field(default_factory=lambda: [10.0, 14.0, 16.0])
-    gamma: float = 0.1
-    min_lr_factor: float = 0.0
+    milestones: list[Number] = Field(default_factory=lambda: [10.0, 14.0, 16.0])
+    gamma: Number = 0.1
+    min_lr_factor: Number = 0.0
 
 
-@dataclass
-class EngineConfig:
+class EngineConfig(_Section):
     """How the loop runs.
 
     Attributes:
@@ -253,26 +278,25 @@ class EngineConfig:
         tensorboard: write TensorBoard scalars (rank 0 only).
     """
 
-    out_dir: str = "runs/train"
-    batch_size: int = 128
-    device: str = "auto"
+    out_dir: StrictStr = "runs/train"
+    batch_size: StrictInt = 128
+    device: StrictStr = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    seed: int = 0
-    log_every: int = 20
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    resume: str = "auto"
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    sync_batchnorm: bool = False
-    compile: bool = False
-    progress: bool = True
-    tensorboard: bool = True
+    channels_last: StrictBool = True
+    seed: StrictInt = 0
+    log_every: StrictInt = 20
+    checkpoint_every: StrictInt = 1000
+    keep_checkpoints: StrictInt = 2
+    resume: StrictStr = "auto"
+    max_steps: StrictInt | None = None
+    max_minutes: Number | None = None
+    sync_batchnorm: StrictBool = False
+    compile: StrictBool = False
+    progress: StrictBool = True
+    tensorboard: StrictBool = True
 
 
-@dataclass
-class ValidationConfig:
+class ValidationConfig(_Section):
     """Periodic LFW verification through ``training.eval``.
 
     Attributes:
@@ -287,17 +311,16 @@ class ValidationConfig:
         at_start: also validate before the first step (the untrained baseline).
     """
 
-    lfw_dir: str = ""
+    lfw_dir: StrictStr = ""
     view: Literal[1, 2] = 1
-    resolutions: list[int] = field(default_factory=lambda: [112, 28, 14, 7])
-    every_steps: int = 0
-    limit_pairs: int | None = None
-    batch_size: int = 128
-    at_start: bool = False
+    resolutions: list[StrictInt] = Field(default_factory=lambda: [112, 28, 14, 7])
+    every_steps: StrictInt = 0
+    limit_pairs: StrictInt | None = None
+    batch_size: StrictInt = 128
+    at_start: StrictBool = False
 
 
-@dataclass
-class OctupletConfig:
+class OctupletConfig(_Section):
     """Octuplet loss (Knoche et al. 2022, METHODS §6).
 
     Attributes:
@@ -311,18 +334,17 @@ class OctupletConfig:
         same_side_per_batch: one r for the whole batch instead of one per sample.
     """
 
-    margin: float = 0.25
+    margin: Number = 0.25
     distance: Literal["euclidean", "cosine"] = "euclidean"
-    identities: int = 16
-    images_per_identity: int = 4
-    sides: list[int] | None = None
-    r_min: int = 7
-    r_max: int = 32
-    same_side_per_batch: bool = False
+    identities: StrictInt = 16
+    images_per_identity: StrictInt = 4
+    sides: list[StrictInt] | None = None
+    r_min: StrictInt = 7
+    r_max: StrictInt = 32
+    same_side_per_batch: StrictBool = False
 
 
-@dataclass
-class DeriveNetConfig:
+class DeriveNetConfig(_Section):
     """DeriveNet reconstruction (Singh et al., TPAMI 2022, METHODS §6).
 
     Attributes:
@@ -337,18 +359,17 @@ class DeriveNetConfig:
         image_side: side of the reconstructed HR thumbnail for ``target: image``.
     """
 
-    scale: float = 32.0
-    alpha: float = 4.0
-    centre_momentum: float = 0.9
-    recent_weight: float = 1.0
-    decoder_hidden: int = 512
-    pyramid: list[int] = field(default_factory=lambda: [8, 16, 24, 32])
+    scale: Number = 32.0
+    alpha: Number = 4.0
+    centre_momentum: Number = 0.9
+    recent_weight: Number = 1.0
+    decoder_hidden: StrictInt = 512
+    pyramid: list[StrictInt] = Field(default_factory=lambda: [8, 16, 24, 32])
     target: Literal["embedding", "image"] = "embedding"
-    image_side: int = 16
+    image_side: StrictInt = 16
 
 
-@dataclass
-class FinetuneConfig:
+class FinetuneConfig(_Section):
     """Fine-tuning of a trained model for low resolution.
 
     Attributes:
@@ -358,14 +379,13 @@ class FinetuneConfig:
         derivenet: parameters of ``derivenet``.
     """
 
-    checkpoint: str = ""
+    checkpoint: StrictStr = ""
     method: Literal["octuplet", "derivenet"] = "octuplet"
-    octuplet: OctupletConfig = field(default_factory=OctupletConfig)
-    derivenet: DeriveNetConfig = field(default_factory=DeriveNetConfig)
+    octuplet: Section[OctupletConfig] = Field(default_factory=OctupletConfig)
+    derivenet: Section[DeriveNetConfig] = Field(default_factory=DeriveNetConfig)
 
 
-@dataclass
-class DistillConfig:
+class DistillConfig(_Section):
     """Distillation from a teacher's descriptors of the sharp images (``training.teacher``).
 
     Beside the margin head, a learned linear projection P (D -> 128) maps the student's
@@ -391,32 +411,41 @@ class DistillConfig:
             at s = 32 gives a loss of ~11 that would spread them apart).
     """
 
-    cache: str = ""
-    weight: float = 1.0
-    teacher: str = "dlib_face_recognition_resnet_model_v1"
+    cache: StrictStr = ""
+    weight: Number = 1.0
+    teacher: StrictStr = "dlib_face_recognition_resnet_model_v1"
     projection_init: Literal["random", "identity"] = "random"
-    init_centres: bool = False
-    base_weight: float = 1.0
+    init_centres: StrictBool = False
+    base_weight: Number = 1.0
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """One training (or fine-tuning) run; every section has the recipe's defaults."""
 
-    name: str = "run"
-    data: DataConfig = field(default_factory=DataConfig)
-    crossres: CrossResConfig = field(default_factory=CrossResConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    name: StrictStr = "run"
+    data: Section[DataConfig] = Field(default_factory=DataConfig)
+    crossres: Section[CrossResConfig] = Field(default_factory=CrossResConfig)
+    model: Section[ModelConfig] = Field(default_factory=ModelConfig)
+    head: Section[HeadConfig] = Field(default_factory=HeadConfig)
+    optim: Section[OptimConfig] = Field(default_factory=OptimConfig)
+    schedule: Section[ScheduleConfig] = Field(default_factory=ScheduleConfig)
+    engine: Section[EngineConfig] = Field(default_factory=EngineConfig)
+    validation: Section[ValidationConfig] = Field(default_factory=ValidationConfig)
     finetune: FinetuneConfig | None = None
     distill: DistillConfig | None = None
 
-    def __post_init__(self) -> None:
+    def __init__(self, /, **data: Any) -> None:
+        # model_validate calls this too; so built in code or loaded, a wrong type or range
+        # is a ConfigError (a section built alone raises pydantic's ValidationError)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, TrainConfig) from None
+
+    @model_validator(mode="after")
+    def check_ranges(self) -> Self:
         validate(self)
+        return self
 
 
 # --------------------------------------------------------------------------- checks
@@ -492,95 +521,74 @@ def validate(config: TrainConfig) -> None:
 
 # --------------------------------------------------------------------------- loading
 
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Checks ``value`` against the type ``hint`` (and builds nested dataclasses)."""
-    origin = get_origin(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(hint)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise ConfigError(f"{where}: null is not allowed (expected {_type_name(hint)})")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of "
-                          f"{_type_name(hint)}")
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
-        return value
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        (item,) = get_args(hint) or (Any,)
-        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        key_hint, value_hint = get_args(hint) or (Any, Any)
-        return {
-            _convert(k, key_hint, where): _convert(v, value_hint, f"{where}.{k}")
-            for k, v in value.items()
-        }
-    if value is None:
-        raise ConfigError(f"{where}: null is not allowed (expected {_type_name(hint)})")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {_type_name(hint)}")  # pragma: no cover
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true/false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
 
 
-def _build(cls: type[T], raw: Any, where: str = "") -> T:
-    """Builds dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    label = where or cls.__name__
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{label}: expected a mapping, got {type(raw).__name__}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(f"{label}: unknown key(s) {unknown}; valid keys: {names}")
-    kwargs = {
-        key: _convert(value, hints[key], f"{where}.{key}" if where else key)
-        for key, value in raw.items()
-    }
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{label}: {exc}") from exc
+def _where(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
+    """``("data", "crop_scale", 1)`` -> ``data.crop_scale[1]``; ``()`` -> the model's name."""
+    if loc[-1:] == ("[key]",):  # a mapping's key (pydantic adds the key, then "[key]")
+        loc = loc[:-2]
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else part
+    return where or root.__name__
+
+
+def _section_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class found by following the field names ``loc`` from ``root``."""
+    model = root
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        options = (field.annotation, *get_args(field.annotation))
+        nested = [
+            t for t in options
+            if isinstance(t, type) and get_origin(t) is None and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _config_error(exc: ValidationError, root: type[BaseModel]) -> ConfigError:
+    """One :class:`ConfigError` for all the errors of a pydantic validation of ``root``."""
+    messages: list[str] = []
+    unknown: dict[tuple[int | str, ...], list[str]] = defaultdict(list)
+    for error in exc.errors():
+        loc, kind, value = error["loc"], error["type"], error["input"]
+        if kind == "extra_forbidden":
+            unknown[loc[:-1]].append(str(loc[-1]))
+            continue
+        where = _where(loc, root)
+        cause = error.get("ctx", {}).get("error")
+        expected = _EXPECTED.get(kind)
+        if kind == "literal_error":
+            expected = f"one of {error['ctx']['expected']}"
+        if isinstance(cause, ConfigError):  # raised by a validator: already says where
+            messages.append(str(cause))
+        elif expected is None:
+            messages.append(f"{where}: {error['msg']}")
+        elif value is None:
+            messages.append(f"{where}: null is not allowed (expected {expected})")
+        elif kind in ("list_type", "dict_type", "model_type"):
+            messages.append(f"{where}: expected {expected}, got {type(value).__name__}")
+        else:
+            messages.append(f"{where}: expected {expected}, got {value!r}")
+    for loc, keys in reversed(unknown.items()):
+        section = _section_at(root, loc)
+        valid = f"; valid keys: {list(section.model_fields)}" if section else ""
+        messages.insert(0, f"{_where(loc, root)}: unknown key(s) {sorted(keys)}{valid}")
+    return ConfigError("\n".join(messages))
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -618,7 +626,12 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from a plain mapping (unknown keys rejected)."""
-    return _build(TrainConfig, raw)
+    if isinstance(raw, Mapping):  # keyword arguments of TrainConfig.__init__: strings
+        raw = {str(key): value for key, value in raw.items()}
+    try:
+        return TrainConfig.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        raise _config_error(exc, TrainConfig) from None
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -659,4 +672,4 @@ def merge_overrides(items: list[str]) -> dict[str, Any]:
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """The config as plain data (for checkpoints and the run folder's ``config.yaml``)."""
-    return dataclasses.asdict(config)
+    return config.model_dump()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,4 +81,4 @@ class LRSchedule:
     def state_dict(self) -> dict[str, Any]:
         """What defines the schedule (the position is the checkpoint's ``step``)."""
         return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
-                "config": asdict(self.config)}
+                "config": self.config.model_dump()}

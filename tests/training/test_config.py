@@ -9,8 +9,11 @@ import pytest
 from models.heads import list_heads
 from training.config import (
     ConfigError,
+    CrossResConfig,
+    DataConfig,
     TrainConfig,
     config_from_dict,
+    config_to_dict,
     load_config,
     merge_overrides,
     parse_override,
@@ -58,6 +61,15 @@ def test_unknown_key_is_rejected_with_the_valid_keys(tmp_path: Path) -> None:
         config_from_dict({"engin": {}})
 
 
+def test_unknown_nested_key_names_its_path_and_the_valid_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"data": {"unlabelled": {"root": "x", "rot": 1}}})
+    assert str(info.value) == (
+        "data.unlabelled: unknown key(s) ['rot']; valid keys: "
+        "['root', 'manifest', 'sources', 'max_border_frac', 'cache', 'fraction']"
+    )
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -69,6 +81,18 @@ def test_unknown_key_is_rejected_with_the_valid_keys(tmp_path: Path) -> None:
         ({"crossres": {"r_min": 50, "r_max": 20}}, "r_min"),
         ({"engine": {"progress": "yes"}}, "expected true/false"),
         ({"validation": {"view": 3}}, "validation.view"),
+        ({"engine": {"batch_size": True}}, "engine.batch_size: expected an integer, got True"),
+        ({"optim": {"lr": True}}, "optim.lr: expected a number, got True"),
+        ({"optim": {"lr": "0.1"}}, "optim.lr: expected a number, got '0.1'"),
+        ({"optim": {"lr": None}}, r"optim.lr: null is not allowed \(expected a number\)"),
+        ({"engine": {"progress": 1}}, "engine.progress: expected true/false, got 1"),
+        ({"model": {"backbone": 50}}, "model.backbone: expected a string, got 50"),
+        ({"data": {"crop_scale": 0.5}}, "data.crop_scale: expected a list, got float"),
+        ({"data": {"crop_scale": [0.5, "x"]}}, r"data.crop_scale\[1\]: expected a number"),
+        ({"finetune": {"method": "sgd"}},
+         "finetune.method: expected one of 'octuplet' or 'derivenet', got 'sgd'"),
+        ({"data": {"kind": None}}, r"data.kind: null is not allowed \(expected one of 'folder'"),
+        ({"engine": 3}, "engine: expected a mapping, got int"),
     ],
 )
 def test_wrong_values_are_rejected(raw: dict, message: str) -> None:
@@ -99,3 +123,28 @@ def test_base_cycle_is_reported(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_empty_sections_get_defaults_and_optional_ones_stay_off() -> None:
+    config = config_from_dict({"data": None, "finetune": {"octuplet": None}, "distill": None})
+    assert config.data == DataConfig()
+    assert config.finetune is not None and config.finetune.octuplet.r_max == 32
+    assert config.distill is None
+
+
+def test_built_in_code_it_is_checked_and_stays_mutable() -> None:
+    config = TrainConfig(data=DataConfig(root="faces"))
+    config.engine.out_dir = "elsewhere"
+    assert config.data.root == "faces" and config.engine.out_dir == "elsewhere"
+    with pytest.raises(ConfigError, match=r"^crossres\.fraction must be in \[0, 1\]$"):
+        TrainConfig(crossres=CrossResConfig(fraction=2.0))
+    with pytest.raises(ConfigError, match=r"engine\.batch_size: expected an integer"):
+        TrainConfig(engine={"batch_size": "8"})
+
+
+def test_config_to_dict_is_plain_data_that_round_trips() -> None:
+    config = config_from_dict({"finetune": {}, "optim": {"lr": 1}})
+    raw = config_to_dict(config)
+    assert raw["optim"]["lr"] == 1.0 and isinstance(raw["optim"]["lr"], float)
+    assert raw["finetune"]["octuplet"]["margin"] == 0.25 and raw["distill"] is None
+    assert config_from_dict(raw) == config
