@@ -185,3 +185,131 @@ def test_lfw_people_from_shared_data(shared_data_dir: Path) -> None:
     source = LFWPeopleSource(lfw, "peopleDevTrain.txt", min_images=2)
     assert source.num_classes == 1184 and len(source) == 6671
     assert source.load(0).shape == (112, 112, 3)
+
+
+# --------------------------------------------------------------------------- unlabelled faces
+
+
+def _photo_and_crop(
+    seed: int, shift: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 200x200 "photo", landmarks placing the template ``shift`` px off its centre (so
+    the crop reaches past the photo), and the crop warped with black outside."""
+    from models.alignment import ARCFACE_TEMPLATE_112, landmark_matrix, warp
+
+    photo = np.asarray(Image.fromarray(identity_face(seed, 0)).resize((200, 200)))
+    landmarks = ARCFACE_TEMPLATE_112 * 1.6 + np.asarray(shift)
+    crop = warp(photo, landmark_matrix(landmarks))
+    return photo, landmarks, crop
+
+
+def _unlabelled_folder(root: Path) -> Path:
+    """A faces-extra-like folder: 4 border-free 'aaf' crops, 3 'utkface' crops that reach
+    past their 200x200 photo, and a manifest with their landmarks and border_frac."""
+    lines = ["file,source,leye_x,leye_y,reye_x,reye_y,nose_x,nose_y,mouthl_x,mouthl_y,"
+             "mouthr_x,mouthr_y,border_frac"]
+    for n in range(7):
+        source = "aaf" if n < 4 else "utkface"
+        (root / source).mkdir(parents=True, exist_ok=True)
+        if source == "aaf":
+            crop, landmarks, border = identity_face(100 + n, 0), np.zeros((5, 2)), 0.0
+        else:
+            _, landmarks, crop = _photo_and_crop(n, (-40.0, -50.0))
+            border = float((crop.max(axis=2) == 0).mean())
+        Image.fromarray(crop).save(root / source / f"{n:05d}.png")
+        values = ",".join(f"{v:.4f}" for v in landmarks.ravel())
+        lines.append(f"{source}/{n:05d}.png,{source},{values},{border:.4f}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_repeat_border_keeps_the_photo_and_fills_the_outside() -> None:
+    from models.alignment import landmark_matrix
+    from training.data.sources import repeat_border
+
+    _, landmarks, crop = _photo_and_crop(1, (-40.0, -50.0))
+    outside = crop.max(axis=2) == 0
+    assert 0.1 < outside.mean() < 0.6  # the crop reaches past the photo
+    filled = repeat_border(crop, landmark_matrix(landmarks), (200, 200))
+    assert (filled.max(axis=2) == 0).mean() < 0.01
+    inner = ~outside
+    inner[:3] = inner[:, :3] = False  # the clamp moves the outermost rows of the photo
+    inside_rows = np.flatnonzero(inner.any(axis=1))
+    far_inside = inner.copy()
+    far_inside[: inside_rows.min() + 3] = False
+    far_inside[:, : np.flatnonzero(inner.any(axis=0)).min() + 3] = False
+    np.testing.assert_array_equal(filled[far_inside], crop[far_inside])
+
+
+def test_unlabelled_source_by_manifest(tmp_path: Path) -> None:
+    from training.data import UnlabelledSource
+    from training.data.sources import UNLABELLED
+
+    root = _unlabelled_folder(tmp_path / "extra")
+    every = UnlabelledSource(root)
+    assert len(every) == 7 and every.num_classes == 0
+    assert set(every.labels.tolist()) == {UNLABELLED}
+    assert every.sample_key(0) == "aaf/00000.png" and every.sample_key(6) == "utkface/00006.png"
+    assert sorted(every.fill) == [4, 5, 6]  # only the crops with a border, of known photo size
+    assert (every.load(5).max(axis=2) == 0).mean() < 0.01
+    np.testing.assert_array_equal(every.load(0), identity_face(100, 0))
+    assert len(UnlabelledSource(root, sources=["aaf"])) == 4
+    assert len(UnlabelledSource(root, max_border_frac=0.05)) == 4
+    assert len(UnlabelledSource(root, manifest=None)) == 7  # every image under root
+    with pytest.raises(ValueError, match=r"\['utk'\] are not in .*'aaf', 'utkface'"):
+        UnlabelledSource(root, sources=["utk"])
+    with pytest.raises(ValueError, match="no unlabelled faces left"):
+        UnlabelledSource(root, sources=["utkface"], max_border_frac=0.0)
+
+
+def test_mixed_source_puts_the_unlabelled_faces_after_the_labelled(tmp_path: Path) -> None:
+    from training.data import MixedSource, UnlabelledSource
+
+    labelled = SyntheticSource(classes=3, per_class=2)
+    mixed = MixedSource(labelled, UnlabelledSource(_unlabelled_folder(tmp_path / "extra")))
+    assert len(mixed) == 13 and mixed.num_classes == 3
+    assert mixed.labels.tolist() == [0, 0, 1, 1, 2, 2] + [-1] * 7
+    assert mixed.sample_key(6) == "aaf/00000.png" and mixed.sample_key(0) == "0"
+    np.testing.assert_array_equal(mixed.load(7), identity_face(101, 0))
+
+
+@pytest.mark.parametrize(("fraction", "batch", "unlabelled"), [(0.5, 8, 4), (0.3, 10, 3)])
+def test_mixed_sampler_holds_the_unlabelled_share_of_every_batch(
+    fraction: float, batch: int, unlabelled: int
+) -> None:
+    from training.data import MixedBatchSampler
+
+    policy = ResolutionPolicy(fraction=0.5, r_min=7, r_max=28)
+    sampler = MixedBatchSampler(40, 11, batch, fraction, policy, seed=5)
+    assert len(sampler) == 40 // (batch - unlabelled)
+    stream: list[int] = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        seen_labelled: list[int] = []
+        for keys in sampler:
+            indices = np.array([k.index for k in keys])
+            assert len(keys) == batch and (indices >= 40).sum() == unlabelled
+            assert sum(k.side > 0 for k in keys) == batch // 2
+            seen_labelled += indices[indices < 40].tolist()
+            stream += (indices[indices >= 40] - 40).tolist()
+        assert len(set(seen_labelled)) == len(seen_labelled)  # an epoch: each labelled once
+    # the unlabelled faces come in passes: every one once per pass of 11
+    for start in range(0, len(stream) - 10, 11):
+        assert sorted(stream[start : start + 11]) == list(range(11))
+    # resuming at a batch gives the same keys as running up to it
+    sampler.set_epoch(1)
+    whole = list(sampler)
+    sampler.set_epoch(1, start_batch=2)
+    assert list(sampler) == whole[2:]
+
+
+def test_mixed_sampler_refuses_impossible_shares() -> None:
+    from training.data import MixedBatchSampler
+
+    policy = ResolutionPolicy()
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        MixedBatchSampler(40, 10, 8, 1.0, policy)
+    with pytest.raises(ValueError, match="cannot hold"):
+        MixedBatchSampler(40, 10, 2, 0.9, policy)
+    with pytest.raises(ValueError, match="cannot fill"):
+        MixedBatchSampler(3, 10, 8, 0.5, policy)

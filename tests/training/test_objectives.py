@@ -60,3 +60,24 @@ def test_derivenet_starts_from_the_checkpoint_centres(
     assert objective.start_from(Checkpoint("ir-tiny", {}, {}, {"head_state": {"weight": centres}}))
     assert torch.equal(objective.checkpoint_state()["weight"], centres)
     assert not objective.start_from(Checkpoint("ir-tiny", {}, {}, {"head_state": {}}))
+
+
+@pytest.mark.parametrize("head", ["arcface", "approach2"])
+def test_margin_leaves_unlabelled_samples_out_of_the_head(
+    head: str, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    config = tiny_config(head={"name": head, "params": {"scale": 16.0}})
+    objective = create_objective("margin", config, 4, 8)
+    backbone = torch.nn.Flatten()  # the "embedding" is the input itself
+    torch.manual_seed(0)
+    batch = {"input": torch.randn(6, 8), "label": torch.tensor([0, -1, 2, -1, 3, 1]),
+             "quality": torch.rand(6) * 20, "degraded": torch.tensor([0, 1, 0, 1, 1, 0]).bool()}
+    keep = batch["label"] >= 0
+    labelled = {key: value[keep] for key, value in batch.items()}
+    loss, stats = objective(backbone, batch)
+    expected, _ = objective(backbone, labelled)
+    torch.testing.assert_close(loss, expected)
+    assert stats["embedding_norm"].shape == (6,)
+    none = {**batch, "label": torch.full((6,), -1)}
+    zero, _ = objective(backbone, {**none, "input": batch["input"].requires_grad_()})
+    assert zero.item() == 0.0 and zero.requires_grad

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from tests.support.training import SyntheticSource, fake_lfw
@@ -251,7 +252,7 @@ def test_identity_projection_and_centres_from_the_teacher(
     )
     base = create_objective("margin", config, source.num_classes, TEACHER_DIM)
     keys = [source.sample_key(i) for i in range(len(source))]
-    objective = build_distillation(base, config, keys, TEACHER_DIM, labels=source.labels)
+    objective = build_distillation(base, config, source, TEACHER_DIM)
     torch.testing.assert_close(objective.projection.weight, torch.eye(TEACHER_DIM))
     cache = TeacherCache.load(tmp_path / "cache.npz")
     for label in range(source.num_classes):
@@ -315,3 +316,108 @@ def test_init_weights_from_a_checkpoint_of_the_same_backbone(
     )
     with pytest.raises(ConfigError, match="holds a 'ir-tiny'"):
         train(other, source=SyntheticSource())
+
+
+# --------------------------------------------------------------------------- unlabelled faces
+
+
+def _unlabelled_crops(root: Path, count: int = 8) -> Path:
+    from tests.support.training import identity_face
+
+    root.mkdir(parents=True)
+    for n in range(count):
+        Image.fromarray(identity_face(50 + n, 0)).save(root / f"{n:03d}.png")
+    return root
+
+
+def test_unlabelled_faces_get_the_distillation_term_only(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    """A mixed run trains, resumes with the same losses, and its unlabelled samples are
+    looked up in their own cache (by path relative to their root)."""
+    from training.data import MixedSource, UnlabelledSource
+
+    labelled = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", labelled, skip=7)
+    extra = _unlabelled_crops(tmp_path / "extra")
+    rng = np.random.default_rng(4)
+    TeacherCache(keys=[f"{n:03d}.png" for n in range(8)],
+                 descriptors=rng.normal(size=(8, TEACHER_DIM))).save(tmp_path / "extra.npz")
+
+    def run(out: str, max_steps: int) -> list[tuple[int, float]]:
+        config = tiny_config(
+            head={"name": "arcface", "params": {"scale": 16.0}},
+            data={"kind": "folder", "root": str(tmp_path / "unused"), "num_workers": 0,
+                  "unlabelled": {"root": str(extra), "manifest": None,
+                                 "cache": str(tmp_path / "extra.npz"), "fraction": 0.25}},
+            distill={"cache": str(tmp_path / "cache.npz"), "weight": 2.0},
+            engine={"out_dir": str(tmp_path / out), "max_steps": max_steps, "log_every": 1,
+                    "resume": "auto"},
+        )
+        source = MixedSource(labelled, UnlabelledSource(extra, manifest=None))
+        return train(config, source=source, record_losses=True).losses
+
+    straight = run("a", 6)
+    resumed = run("b", 2) + run("b", 6)
+    assert [s for s, _ in resumed] == list(range(1, 7))
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5)
+    records = [json.loads(line)
+               for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    # 3 of 12 samples unlabelled, all with descriptors; 1 in 7 labelled ones without
+    coverage = np.array([r["train/distill_coverage"] for r in records])
+    assert np.all(coverage >= 6 / 12) and 0.75 < coverage.mean() < 1.0
+    assert all(np.isfinite(r["train/base_loss"]) for r in records)
+
+
+def test_unlabelled_cache_must_cover_its_faces(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    from training.data import MixedSource, UnlabelledSource
+
+    labelled = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", labelled, skip=7)
+    extra = _unlabelled_crops(tmp_path / "extra")
+    _fake_cache(tmp_path / "wrong.npz", labelled, skip=7)  # keys of the labelled faces
+    config = tiny_config(
+        data={"kind": "folder", "root": "x", "num_workers": 0,
+              "unlabelled": {"root": str(extra), "manifest": None,
+                             "cache": str(tmp_path / "wrong.npz")}},
+        distill={"cache": str(tmp_path / "cache.npz")},
+    )
+    with pytest.raises(ValueError, match=r"no descriptor for any image of unlabelled:extra"):
+        train(config, source=MixedSource(labelled, UnlabelledSource(extra, manifest=None)))
+
+
+def test_unlabelled_needs_distillation(tiny_config: Callable[..., TrainConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"data\.unlabelled needs distill"):
+        tiny_config(data={"unlabelled": {"root": "x", "cache": "y.npz"}})
+
+
+def test_teacher_cache_cli_describes_unlabelled_crops_as_training_loads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lrfr.cli import app
+
+    extra = _unlabelled_crops(tmp_path / "extra", count=3)
+    seen: list[np.ndarray] = []
+
+    class FakeTeacher:
+        def __init__(self, face_mode: str) -> None:
+            assert face_mode == "aligned"
+
+        def describe(self, pixels: np.ndarray) -> np.ndarray:
+            seen.append(pixels)
+            return np.full(TEACHER_DIM, float(pixels.mean()), dtype=np.float32)
+
+    monkeypatch.setattr("training.teacher.DlibTeacher", FakeTeacher)
+    out = tmp_path / "extra.npz"
+    args = ["teacher-cache", "--data", str(extra), "--kind", "unlabelled", "--manifest", "",
+            "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cache = TeacherCache.load(out)
+    assert cache.keys == ["000.png", "001.png", "002.png"] and cache.face_mode == "aligned"
+    assert all(p.shape == (112, 112, 3) for p in seen)
+    bad = CliRunner().invoke(app, ["teacher-cache", "--data", str(extra), "--kind", "unlabelled",
+                                   "--manifest", "m.csv", "--out", str(out)])
+    assert bad.exit_code == 2 and "m.csv" in bad.output

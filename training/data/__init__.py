@@ -6,11 +6,14 @@ which side r), the decoding workers carry the plan out with ``training.degrade``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from training.data.augment import Augment
 from training.data.dataset import FaceDataset, collate, make_loader
 from training.data.samplers import (
     CrossResolutionBatchSampler,
     IdentityBatchSampler,
+    MixedBatchSampler,
     ResolutionPolicy,
     SampleKey,
 )
@@ -18,9 +21,14 @@ from training.data.sources import (
     FaceSource,
     FolderSource,
     LFWPeopleSource,
+    MixedSource,
     RecordIOSource,
+    UnlabelledSource,
     parse_people_file,
 )
+
+if TYPE_CHECKING:
+    from training.config import DataConfig
 
 __all__ = [
     "Augment",
@@ -30,9 +38,12 @@ __all__ = [
     "FolderSource",
     "IdentityBatchSampler",
     "LFWPeopleSource",
+    "MixedBatchSampler",
+    "MixedSource",
     "RecordIOSource",
     "ResolutionPolicy",
     "SampleKey",
+    "UnlabelledSource",
     "build_source",
     "collate",
     "make_loader",
@@ -41,11 +52,24 @@ __all__ = [
 
 
 def build_source(data: object) -> FaceSource:
-    """The face source a :class:`training.config.DataConfig` describes."""
+    """The face source a :class:`training.config.DataConfig` describes: the labelled
+    faces, followed by ``data.unlabelled`` (a :class:`MixedSource`) when it is set."""
     from training.config import DataConfig
 
     if not isinstance(data, DataConfig):
         raise TypeError(f"expected a DataConfig, got {type(data).__name__}")
+    labelled = _labelled_source(data)
+    extra = data.unlabelled
+    if extra is None:
+        return labelled
+    unlabelled = UnlabelledSource(
+        extra.root, manifest=extra.manifest, sources=extra.sources,
+        max_border_frac=extra.max_border_frac,
+    )
+    return MixedSource(labelled, unlabelled)
+
+
+def _labelled_source(data: DataConfig) -> FaceSource:
     if not data.root:
         raise ValueError("data.root is empty: point it at the training set")
     if data.kind == "folder":

@@ -162,6 +162,89 @@ class CrossResolutionBatchSampler(_EpochBatchSampler):
             yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
 
 
+class MixedBatchSampler(_EpochBatchSampler):
+    """Batches that mix labelled faces with a fixed share of unlabelled ones.
+
+    Samples ``0 .. L-1`` are labelled, ``L .. L+U-1`` unlabelled (a
+    :class:`~training.data.sources.MixedSource`). Every batch of B holds exactly
+    ``u = floor(fraction * B + 0.5)`` unlabelled samples and ``B - u`` labelled ones.
+    An epoch is one pass over the labelled samples (shuffled, sharded across ranks as
+    :class:`CrossResolutionBatchSampler`); the unlabelled ones are drawn from an endless
+    stream of permutations, each sample once per pass over them, so the position in
+    that stream is a function of (epoch, batch, rank) and a resumed run continues it.
+    The cross-resolution plan covers the whole batch.
+
+    Args:
+        num_labelled: L.
+        num_unlabelled: U.
+        batch_size: B.
+        fraction: the unlabelled share of every batch, in (0, 1).
+        policy: the resolution plan.
+        seed, rank, world_size: as :class:`CrossResolutionBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        num_labelled: int,
+        num_unlabelled: int,
+        batch_size: int,
+        fraction: float,
+        policy: ResolutionPolicy,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(seed, rank, world_size)
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        self.unlabelled_per_batch = math.floor(fraction * batch_size + 0.5)
+        self.labelled_per_batch = batch_size - self.unlabelled_per_batch
+        if self.unlabelled_per_batch < 1 or self.labelled_per_batch < 1:
+            raise ValueError(f"a batch of {batch_size} cannot hold a share {fraction} of "
+                             "unlabelled samples and at least one labelled one")
+        if num_unlabelled < 1:
+            raise ValueError("no unlabelled samples to mix in")
+        if num_labelled // world_size < self.labelled_per_batch:
+            raise ValueError(f"{num_labelled} labelled samples over {world_size} ranks cannot "
+                             f"fill the {self.labelled_per_batch} labelled places of a batch")
+        self.num_labelled = num_labelled
+        self.num_unlabelled = num_unlabelled
+        self.batch_size = batch_size
+        self.policy = policy
+        self._permutation: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return (self.num_labelled // self.world_size) // self.labelled_per_batch
+
+    def _unlabelled_pass(self, number: int) -> np.ndarray:
+        if self._permutation is None or self._permutation[0] != number:
+            order = np.random.default_rng([self.seed, number, 0x0A1B]).permutation(
+                self.num_unlabelled
+            )
+            self._permutation = (number, order)
+        return self._permutation[1]
+
+    def unlabelled_at(self, start: int, count: int) -> np.ndarray:
+        """Positions ``start .. start+count-1`` of the unlabelled stream (local indices)."""
+        positions = np.arange(start, start + count)
+        passes, offsets = np.divmod(positions, self.num_unlabelled)
+        return np.asarray([self._unlabelled_pass(int(p))[int(o)]
+                           for p, o in zip(passes, offsets, strict=True)], dtype=np.int64)
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_labelled)
+        mine = order[self.rank :: self.world_size]
+        n, u = self.labelled_per_batch, self.unlabelled_per_batch
+        for b in range(self.start_batch, len(self)):
+            stream = ((self.epoch * len(self) + b) * self.world_size + self.rank) * u
+            indices = np.concatenate(
+                [mine[b * n : (b + 1) * n], self.num_labelled + self.unlabelled_at(stream, u)]
+            )
+            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
+            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+
+
 class IdentityBatchSampler(_EpochBatchSampler):
     """P identities x K images per batch (for batch-hard metric losses).
 

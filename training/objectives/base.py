@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from training.data import CrossResolutionBatchSampler, FaceSource, ResolutionPolicy
+from training.data import (
+    CrossResolutionBatchSampler,
+    FaceSource,
+    MixedBatchSampler,
+    MixedSource,
+    ResolutionPolicy,
+)
 
 if TYPE_CHECKING:
     from models.checkpoint import Checkpoint
@@ -84,8 +90,18 @@ class Objective(nn.Module, ABC):
 def cross_resolution_sampler(
     source: FaceSource, config: TrainConfig, policy: ResolutionPolicy, *, rank: int,
     world_size: int,
-) -> CrossResolutionBatchSampler:
-    """Batches of ``engine.batch_size`` samples degraded as ``policy`` says."""
+) -> CrossResolutionBatchSampler | MixedBatchSampler:
+    """Batches of ``engine.batch_size`` samples degraded as ``policy`` says; with
+    unlabelled faces (a :class:`MixedSource`), ``data.unlabelled.fraction`` of each
+    batch is theirs."""
+    if isinstance(source, MixedSource):
+        if config.data.unlabelled is None:
+            raise ValueError("a mixed face source needs data.unlabelled in the config")
+        return MixedBatchSampler(
+            source.num_labelled, source.num_unlabelled, config.engine.batch_size,
+            config.data.unlabelled.fraction, policy,
+            seed=config.engine.seed, rank=rank, world_size=world_size,
+        )
     return CrossResolutionBatchSampler(
         len(source), config.engine.batch_size, policy,
         seed=config.engine.seed, rank=rank, world_size=world_size,

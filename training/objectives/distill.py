@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ConfigError
-from training.data import FaceSource
+from training.data import FaceSource, MixedSource
+from training.data.sources import UNLABELLED
 from training.objectives.base import Batch, Objective, Stats
 from training.teacher import TeacherCache, lookup_table
 
@@ -160,42 +161,63 @@ def _class_mean_descriptors(
     table: np.ndarray, found: np.ndarray, labels: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(C, T) mean of each class's L2-normalised teacher descriptors, and which classes
-    have any."""
+    have any (unlabelled samples count for none)."""
     unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    use = found & (labels != UNLABELLED)
     sums = np.zeros((num_classes, table.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels[found], unit[found])
-    counts = np.bincount(labels[found], minlength=num_classes)
+    np.add.at(sums, labels[use], unit[use])
+    counts = np.bincount(labels[use], minlength=num_classes)
     has = counts > 0
     sums[has] /= counts[has, None]
     return sums.astype(np.float32), has
 
 
-def build_distillation(
-    base: Objective,
-    config: TrainConfig,
-    sample_keys: list[str],
-    embedding_size: int,
-    labels: np.ndarray | None = None,
-) -> DistillObjective:
-    """Wraps ``base`` with ``config.distill``, descriptors ordered like ``sample_keys``.
+def teacher_table(source: FaceSource, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T) teacher descriptors in ``source``'s sample order and (N,) which exist.
 
-    ``labels`` (the samples' identities) are needed for ``distill.init_centres``.
+    A :class:`MixedSource` looks its labelled part up in ``distill.cache`` and its
+    unlabelled part in ``data.unlabelled.cache`` (each keyed relative to its own root).
+
+    Raises:
+        ValueError: a cache holds no descriptor for any sample of its part.
     """
     assert config.distill is not None
-    cache = TeacherCache.load(config.distill.cache, teacher=config.distill.teacher)
-    table, found = lookup_table(cache, sample_keys)
-    if not found.any():
-        raise ValueError(
-            f"teacher cache {config.distill.cache} has no descriptor for any training image "
-            f"(e.g. {sample_keys[0]!r}); was it built over data.root?"
-        )
-    logger.info("distillation: %d/%d training images have a %s descriptor (λ = %g)",
-                int(found.sum()), len(found), cache.teacher, config.distill.weight)
+    parts: list[tuple[FaceSource, str]] = [(source, config.distill.cache)]
+    if isinstance(source, MixedSource):
+        if config.data.unlabelled is None:
+            raise ConfigError("a mixed face source needs data.unlabelled.cache")
+        parts = [(source.labelled, config.distill.cache),
+                 (source.unlabelled, config.data.unlabelled.cache)]
+    tables, founds = [], []
+    for part, path in parts:
+        cache = TeacherCache.load(path, teacher=config.distill.teacher)
+        keys = [part.sample_key(i) for i in range(len(part))]
+        table, found = lookup_table(cache, keys)
+        if not found.any():
+            raise ValueError(
+                f"teacher cache {path} has no descriptor for any image of {part.description} "
+                f"(e.g. {keys[0]!r}); was it built over that folder?"
+            )
+        logger.info("distillation: %d/%d images of %s have a %s descriptor",
+                    int(found.sum()), len(found), part.description, cache.teacher)
+        tables.append(table)
+        founds.append(found)
+    return np.concatenate(tables), np.concatenate(founds)
+
+
+def build_distillation(
+    base: Objective, config: TrainConfig, source: FaceSource, embedding_size: int
+) -> DistillObjective:
+    """Wraps ``base`` with ``config.distill``, descriptors in ``source``'s order
+    (:func:`teacher_table`); the sample labels serve ``distill.init_centres``."""
+    assert config.distill is not None
+    table, found = teacher_table(source, config)
+    d = config.distill
+    logger.info("distillation: λ = %g over %d/%d samples", d.weight, int(found.sum()), len(found))
     objective = DistillObjective(
         base, torch.from_numpy(table), torch.from_numpy(found), embedding_size,
-        weight=config.distill.weight, base_weight=config.distill.base_weight,
+        weight=d.weight, base_weight=d.base_weight,
     )
-    d = config.distill
     if (d.projection_init == "identity" or d.init_centres) and embedding_size != table.shape[1]:
         raise ConfigError(
             f"distill.projection_init=identity and distill.init_centres need an embedding "
@@ -206,9 +228,9 @@ def build_distillation(
             objective.projection.weight.copy_(torch.eye(embedding_size))
     if d.init_centres:
         head = getattr(base, "head", None)
-        if head is None or labels is None:
-            raise ConfigError("distill.init_centres needs a margin head and the sample labels")
-        centres, has = _class_mean_descriptors(table, found, np.asarray(labels),
+        if head is None:
+            raise ConfigError("distill.init_centres needs a margin head")
+        centres, has = _class_mean_descriptors(table, found, np.asarray(source.labels),
                                                head.weight.shape[1])
         with torch.no_grad():
             columns = torch.from_numpy(centres[has].T.copy())

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.heads import create_head
+from training.data.sources import UNLABELLED
 from training.objectives.base import Batch, Objective, Stats
 from training.objectives.registry import register_objective
 
@@ -22,6 +23,9 @@ class MarginObjective(Objective):
 
     The head gets the Laplacian quality and the ``degraded`` flags of every sample; its
     per-sample stats (margins ...) and the top-1 accuracy of the logits are reported.
+    Samples without an identity (label :data:`~training.data.sources.UNLABELLED`, from
+    ``data.unlabelled``) are left out of the head and the loss; a batch without any
+    labelled sample gives a zero loss (still a graph over the backbone, for DDP).
 
     Args:
         head: the margin head.
@@ -33,16 +37,22 @@ class MarginObjective(Objective):
         self.name = str(getattr(head, "registered_name", "") or type(head).__name__)
 
     def forward(self, backbone: nn.Module, batch: Batch) -> tuple[torch.Tensor, Stats]:
-        embeddings = backbone(batch["input"])
-        labels = batch["label"]
-        logits = self.head(
-            embeddings.float(), labels, quality=batch["quality"], degraded=batch["degraded"]
-        )
+        all_embeddings = backbone(batch["input"])
+        labelled = batch["label"] != UNLABELLED
+        if not bool(labelled.any()):
+            zero = all_embeddings.float().sum() * 0.0
+            return zero, {"embedding_norm": all_embeddings.detach().float().norm(dim=1)}
+        every = bool(labelled.all())
+        embeddings = all_embeddings if every else all_embeddings[labelled]
+        labels = batch["label"] if every else batch["label"][labelled]
+        quality = batch["quality"] if every else batch["quality"][labelled]
+        degraded = batch["degraded"] if every else batch["degraded"][labelled]
+        logits = self.head(embeddings.float(), labels, quality=quality, degraded=degraded)
         loss = F.cross_entropy(logits.float(), labels)
         with torch.no_grad():
             stats: Stats = {
                 "accuracy": (logits.argmax(dim=1) == labels).float().mean(),
-                "embedding_norm": embeddings.float().norm(dim=1),
+                "embedding_norm": all_embeddings.float().norm(dim=1),
             }
             for key, value in getattr(self.head, "last_stats", {}).items():
                 stats[key] = value.detach()

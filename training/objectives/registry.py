@@ -55,5 +55,4 @@ def build_objective(
         return objective
     if name != "margin":
         raise ConfigError("distill works beside the margin head (lrfr train) only")
-    keys = [source.sample_key(i) for i in range(len(source))]
-    return build_distillation(objective, config, keys, embedding_size, labels=source.labels)
+    return build_distillation(objective, config, source, embedding_size)
