@@ -41,6 +41,7 @@ if [ "$TRAIN" = 1 ]; then
 fi
 
 lrfr gate --student "$RUN/last.pt" --out "$CARD/gated.pt" --lfw "$LFW" \
+    --recipe training/configs/lfw_cpu_dlib_student.yaml \
     | tee "$CARD/gate.md"
 lrfr export "$CARD/gated.pt" --out "$CARD/model.onnx" --calibrate-on "$LFW" \
     --pairs-file pairsDevTrain.txt --name "$NAME" --version "$VERSION" \

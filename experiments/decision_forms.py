@@ -50,7 +50,7 @@ def main() -> None:
         np.savez(args.cache, E=data.embeddings, Q=data.quality)
     sides = list(CALIBRATION_SIDES)
     metadata = load_metadata(args.model)
-    gate = (metadata.extra.get("gate") or {}).get("threshold")  # type: ignore[union-attr]
+    gate = metadata.gate.threshold if metadata.gate is not None else None
     edges = np.asarray(band_edges(data.quality, sides, COARSE_SIDES, gate=gate))
     histograms = CellHistograms(edges)
     count_pairs(histograms, data)

@@ -8,6 +8,7 @@ The loader refuses an ONNX file without valid metadata, and a metadata file whos
 Input contract: float32 NCHW tensor of ``input_size`` (height, width), channels in
 ``colour_order``, values ``(pixel - mean) / std`` with pixels in [0, 255].
 Output: one embedding of ``embedding_size`` per image (not necessarily normalised).
+A quality-gated model says so in ``gate``: its threshold and where each branch came from.
 """
 
 from __future__ import annotations
@@ -120,6 +121,69 @@ class QualityCalibration(BaseModel):
         return len(self.edges) + 1
 
 
+#: What a gated model's ``head`` says when a branch runs weights as they were released.
+RELEASED_WEIGHTS: Final = "released weights"
+
+
+class GateBranch(BaseModel):
+    """One branch of a quality-gated model: which network, and where its weights came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        min_length=1,
+        description="The network, e.g. 'dlib_face_recognition_resnet_model_v1' or "
+        "'dlib-resnet29 student'.",
+    )
+    source: str = Field(
+        min_length=1,
+        description="Where its weights came from: the released weights' name and licence, "
+        "or the training recipe (config path) and the checkpoint's step.",
+    )
+    head: str | None = Field(
+        default=None,
+        description="The training objective of this branch (e.g. 'approach2+distill'); "
+        "null for weights used as released.",
+    )
+
+
+class GateInfo(BaseModel):
+    """The quality gate of a gated model (version 1; ``models/backbones/gated.py``).
+
+    The graph measures the Laplacian quality q of each input crop and returns the
+    ``sharp`` branch's embedding when ``q >= threshold``, else the ``blurred`` branch's
+    (both unit length, in one embedding space). ``training.gate`` chooses the threshold
+    and records the branches; ``models.export`` copies the record into the metadata.
+    Artifacts without this field are not gated.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    quality: Literal["laplacian"] = Field(
+        default="laplacian",
+        description="q = mean |Laplacian| of the 112 crop in pixel units (models/quality.py, "
+        "METHODS §3): the q the service reports and quality_calibration bands.",
+    )
+    threshold: float = Field(
+        ge=0.0, allow_inf_nan=False,
+        description="Inputs with q >= threshold take the sharp branch, the others the "
+        "blurred one (0: always the sharp branch).",
+    )
+    sharp: GateBranch = Field(description="The branch for q >= threshold.")
+    blurred: GateBranch = Field(description="The branch for q < threshold.")
+    chosen_on: str = Field(
+        min_length=1, description="The data the threshold was chosen on, and how."
+    )
+
+    def head_label(self) -> str:
+        """The ``head`` of a gated model: each branch's objective, sharp first, e.g.
+        ``gated(sharp: released weights | blurred: approach2+distill)``."""
+        sharp = self.sharp.head or RELEASED_WEIGHTS
+        blurred = self.blurred.head or RELEASED_WEIGHTS
+        return f"gated(sharp: {sharp} | blurred: {blurred})"
+
+
 class ModelMetadata(BaseModel):
     """Metadata that travels beside every exported ONNX model."""
 
@@ -136,7 +200,12 @@ class ModelMetadata(BaseModel):
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
     embedding_size: int = Field(gt=0)
     backbone: str
-    head: str | None = None
+    head: str | None = Field(
+        default=None,
+        description="The training objective (margin head) of the network; for a gated "
+        "model both branches', 'gated(sharp: ... | blurred: ...)' (GateInfo.head_label), "
+        "detailed in ``gate``.",
+    )
     training_data: str | None = None
     git_commit: str | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -152,6 +221,11 @@ class ModelMetadata(BaseModel):
         default=None,
         description="Thresholds per quality band (versioned); without it the service "
         "decides every pair with ``thresholds``.",
+    )
+    gate: GateInfo | None = Field(
+        default=None,
+        description="The quality gate and its two branches (versioned); null for a model "
+        "that is not gated.",
     )
     extra: dict[str, object] = Field(default_factory=dict, description="Free-form notes.")
 

@@ -4,7 +4,9 @@ The exporter writes the ONNX graph (legacy TorchScript exporter, opset >= 17, dy
 batch axis, input ``input``, output ``embedding``), checks that ONNX Runtime reproduces
 the PyTorch embeddings (cosine >= ``min_cosine`` on random inputs of several batch
 sizes) and only then writes the metadata beside it. A failed check removes both files,
-so a half-valid artifact never reaches the service.
+so a half-valid artifact never reaches the service. A quality-gated backbone
+(``models.backbones.gated``) gets the ``gate`` section: the gated checkpoint's record
+(``training.gate``), checked against the graph's own threshold.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from models.artifact import ModelMetadata, load_metadata, metadata_path, write_metadata
-from models.checkpoint import Checkpoint
+from models.artifact import (
+    GateBranch,
+    GateInfo,
+    ModelMetadata,
+    load_metadata,
+    metadata_path,
+    write_metadata,
+)
+from models.backbones.gated import QualityGated
+from models.checkpoint import Checkpoint, CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +130,31 @@ def check_parity(
     return worst
 
 
+#: A gated checkpoint without ``training.gate``'s record still states the threshold.
+_UNRECORDED = GateBranch(name="not recorded", source="not recorded in the checkpoint")
+
+
+def gate_info(backbone: nn.Module, gate: GateInfo | None) -> GateInfo | None:
+    """The ``gate`` metadata of ``backbone``: ``gate`` checked against the graph, or, for a
+    gated graph without a record, its threshold with branches 'not recorded'.
+
+    Raises:
+        ValueError: a record for a graph that is not gated, or with another threshold.
+    """
+    if not isinstance(backbone, QualityGated):
+        if gate is not None:
+            raise ValueError(f"a gate record for {type(backbone).__name__}, which is not gated")
+        return None
+    if gate is None:
+        return GateInfo(threshold=backbone.gate, sharp=_UNRECORDED, blurred=_UNRECORDED,
+                        chosen_on="not recorded in the checkpoint")
+    if gate.threshold != backbone.gate:
+        raise ValueError(
+            f"the gate record says q >= {gate.threshold}, the graph switches at {backbone.gate}"
+        )
+    return gate
+
+
 def _remove(*paths: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -135,6 +171,7 @@ def export_onnx(
     training_data: str | None = None,
     input_size: int | None = None,
     extra: Mapping[str, object] | None = None,
+    gate: GateInfo | None = None,
     opset: int = 17,
     parity_samples: int = 4,
     min_cosine: float = 0.9999,
@@ -149,10 +186,12 @@ def export_onnx(
         name: human name of the model (metadata ``name``).
         version: version string (metadata ``version``).
         backbone_name: registry name of the backbone (metadata ``backbone``).
-        head: the margin head it was trained with.
+        head: the margin head it was trained with; for a gated backbone default
+            ``gate.head_label()``.
         training_data: a short description of the training set.
         input_size: side of the square input; default ``backbone.input_size`` or 112.
         extra: free-form notes for the metadata.
+        gate: the quality gate's record, for a gated backbone (see :func:`gate_info`).
         opset: ONNX opset, at least 17.
         parity_samples: the largest batch of the parity check (batches 1, 2 and this).
         min_cosine: least PyTorch/ONNX Runtime cosine accepted, in (0, 1].
@@ -170,6 +209,9 @@ def export_onnx(
         raise ValueError(f"parity_samples must be at least 1, got {parity_samples}")
     if not 0.0 < min_cosine <= 1.0:
         raise ValueError(f"min_cosine must be in (0, 1], got {min_cosine}")
+    gate = gate_info(backbone, gate)
+    if head is None and gate is not None:
+        head = gate.head_label()
     side = int(input_size if input_size is not None else getattr(backbone, "input_size", 112))
     onnx_path = Path(onnx_path)
     if onnx_path.suffix != ".onnx":
@@ -227,6 +269,7 @@ def export_onnx(
         training_data=training_data,
         git_commit=git_commit(),
         opset=opset,
+        gate=gate,
         extra={"parity_min_cosine": worst, **(dict(extra) if extra else {})},
     )
     write_metadata(onnx_path, metadata)
@@ -275,11 +318,19 @@ def export_checkpoint(
 ) -> ModelMetadata:
     """Exports the backbone of a training checkpoint (see :func:`export_onnx`).
 
-    ``head`` defaults to the checkpoint's ``head_name`` when present. Further keyword
-    arguments (``opset``, ``min_cosine``, ``extra`` ...) go to :func:`export_onnx`.
+    ``head`` defaults to the checkpoint's ``head_name`` when present; a gated checkpoint's
+    ``gate`` record (``training.gate``) becomes the metadata's ``gate``, and then ``head``
+    defaults to its label. Further keyword arguments (``opset``, ``min_cosine``, ``extra``
+    ...) go to :func:`export_onnx`.
+
+    Raises:
+        CheckpointError: the checkpoint does not rebuild, or its gate record is invalid.
     """
     loaded = as_checkpoint(checkpoint)
     backbone, backbone_name = backbone_from_checkpoint(loaded)
+    gate = _gate_record(loaded)
+    if head is None and gate is not None:
+        head = gate.head_label()
     if head is None and loaded.get("head_name") is not None:
         head = str(loaded.get("head_name"))
     return export_onnx(
@@ -290,5 +341,16 @@ def export_checkpoint(
         backbone_name=backbone_name,
         head=head,
         training_data=training_data,
+        gate=gate,
         **kwargs,
     )
+
+
+def _gate_record(checkpoint: Checkpoint) -> GateInfo | None:
+    record = checkpoint.get("gate")
+    if record is None:
+        return None
+    try:
+        return GateInfo.model_validate(record)
+    except ValidationError as exc:
+        raise CheckpointError(f"the checkpoint's gate record is invalid:\n{exc}") from exc

@@ -470,10 +470,7 @@ def calibrate_quality(
 
 def _model_gate(metadata: ModelMetadata) -> float | None:
     """The quality gate of a gated model (its branches switch there), if any."""
-    gate = metadata.extra.get("gate")
-    if isinstance(gate, dict) and isinstance(gate.get("threshold"), int | float):
-        return float(gate["threshold"])
-    return None
+    return metadata.gate.threshold if metadata.gate is not None else None
 
 
 def load_unlabelled_faces(folder: str | Path, limit: int | None, *, seed: int = 0) -> np.ndarray:

@@ -6,8 +6,9 @@ answers. The gate is chosen on LFW ``pairsDevTrain`` (never on the evaluation pa
 for a subset of its pairs, at several sides r, both networks embed the degraded crops;
 every candidate gate (quantiles of the observed q) combines them, and the gate with the
 highest mean best-threshold accuracy over the settings (both degraded at each r, and
-112 px against each r) wins. The result is a checkpoint ``lrfr export`` takes.
-``lrfr gate`` runs it.
+112 px against each r) wins. The result is a checkpoint ``lrfr export`` takes; it records
+the gate and where each branch came from under ``gate`` (a ``models.artifact.GateInfo``
+as a dict), which the export copies into the artifact's metadata. ``lrfr gate`` runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.artifact import GateBranch, GateInfo
 from models.backbones import DlibResNet, create_backbone
 from models.checkpoint import Checkpoint
 from models.quality_torch import laplacian_quality_torch
@@ -29,13 +31,21 @@ from training.eval.metrics import accuracy_at, best_threshold
 from training.eval.protocols import PairProtocol
 from training.eval.runner import load_faces
 from training.faces import FaceLoader
-from training.teacher import resolve_pretrained
+from training.teacher import TEACHER_NAME, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
 SIDES = (112, 56, 40, 28, 20, 14, 10, 7)
-#: Training-state keys the gated checkpoint keeps from the student's.
-KEPT_KEYS = ("head_name", "step", "epoch", "training_data", "config")
+#: Training-state keys the gated checkpoint keeps from the student's (its ``head_name``
+#: is the gated label; the student's own is ``gate.blurred.head``).
+KEPT_KEYS = ("step", "epoch", "method", "training_data", "config")
+#: The sharp branch: dlib's network as released.
+SHARP_BRANCH = GateBranch(
+    name=TEACHER_NAME,
+    source="dlib's released weights (face-recognition-models; public domain), unchanged; "
+    "fixed framing: the graph cuts dlib's chip box out of the 112 crop instead of dlib's "
+    "own alignment",
+)
 
 
 @dataclass(frozen=True)
@@ -111,18 +121,66 @@ def choose_gate(
     return GateSearch(gate=gate, table=table, medians=medians)
 
 
+def search_description(pairs: int, sides: tuple[int, ...]) -> str:
+    """How :func:`build_gated` chose the gate, for ``GateInfo.chosen_on``."""
+    return (f"{pairs} LFW pairsDevTrain pairs at r = {', '.join(map(str, sides))}: the "
+            "best mean best-threshold accuracy over both-degraded and cross-resolution "
+            "settings")
+
+
+def student_branch(student_state: Checkpoint, recipe: str | None = None) -> GateBranch:
+    """The blurred branch's record: the student's network, recipe, step and objective.
+
+    Args:
+        student_state: the student's training checkpoint.
+        recipe: the training config it was trained with (e.g.
+            ``training/configs/lfw_cpu_dlib_student.yaml``); the checkpoint keeps the
+            config's contents but not its path, so without it the run's name is given.
+    """
+    config = student_state.get("config") or {}
+    run = config.get("name")
+    origin = recipe or (f"training run {run!r}" if run else "a training run (not recorded)")
+    start = (config.get("model") or {}).get("init_weights")
+    started = f" (started from {start} weights)" if start else ""
+    return GateBranch(
+        name=f"{student_state.backbone_name} student of {TEACHER_NAME}",
+        source=f"fine-tuned by {origin}{started}, step {student_state.get('step')}, "
+        f"epoch {student_state.get('epoch')}",
+        head=student_state.get("head_name"),
+    )
+
+
 def gated_checkpoint(
-    teacher: torch.nn.Module, student: torch.nn.Module, gate: float, student_state: Checkpoint
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    gate: float,
+    student_state: Checkpoint,
+    *,
+    chosen_on: str,
+    recipe: str | None = None,
 ) -> Checkpoint:
     """The ``dlib-resnet29-gated`` checkpoint: ``sharp.*`` the teacher, ``blurred.*`` the
-    student, the student's training state kept for the record."""
+    student, the student's training state (:data:`KEPT_KEYS`) kept for the record and
+    ``gate`` the :class:`~models.artifact.GateInfo` of the pair, as a dict.
+
+    Args:
+        teacher: dlib's released network (the sharp branch).
+        student: the fine-tuned network (the blurred branch).
+        gate: the Laplacian q threshold.
+        student_state: the student's training checkpoint (its provenance).
+        chosen_on: the data the gate was chosen on (:func:`search_description`).
+        recipe: the student's training config path (:func:`student_branch`).
+    """
+    info = GateInfo(threshold=gate, sharp=SHARP_BRANCH,
+                    blurred=student_branch(student_state, recipe), chosen_on=chosen_on)
     state = {f"sharp.{k}": v for k, v in teacher.state_dict().items()}
     state.update({f"blurred.{k}": v for k, v in student.state_dict().items()})
     return Checkpoint(
         "dlib-resnet29-gated",
         {"embedding_size": 128, "input_size": 112, "gate": gate},
         state,
-        {key: student_state.get(key) for key in KEPT_KEYS},
+        {**{key: student_state.get(key) for key in KEPT_KEYS},
+         "head_name": info.head_label(), "gate": info.model_dump(mode="json")},
     )
 
 
@@ -133,10 +191,11 @@ def _embed(net: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 
 def build_gated(
     student_path: str | Path, out: str | Path, lfw: str | Path, pairs: int = 600,
-    sides: tuple[int, ...] = SIDES,
+    sides: tuple[int, ...] = SIDES, recipe: str | None = None,
 ) -> GateSearch:
     """Chooses the gate for the student at ``student_path`` and writes the gated
-    checkpoint to ``out`` (needs dlib's released weights, see ``training.teacher``)."""
+    checkpoint to ``out`` (needs dlib's released weights, see ``training.teacher``);
+    ``recipe``: the student's training config path, for the record."""
     student_state = Checkpoint.load(student_path)
     if student_state.backbone_name != "dlib-resnet29":
         raise ValueError(f"{student_path} is not a dlib-resnet29 checkpoint")
@@ -160,5 +219,6 @@ def build_gated(
         sharp[side], blurred[side] = _embed(teacher, pixels), _embed(student, pixels)
         logger.info("r=%3d: q median %.2f", side, float(np.median(qualities[side])))
     search = choose_gate(protocol, qualities, sharp, blurred)
-    gated_checkpoint(teacher, student, search.gate, student_state).save(out)
+    gated_checkpoint(teacher, student, search.gate, student_state,
+                     chosen_on=search_description(protocol.pairs, sides), recipe=recipe).save(out)
     return search

@@ -15,6 +15,8 @@ from torch import nn
 
 from models.artifact import (
     ArtifactError,
+    GateBranch,
+    GateInfo,
     ModelMetadata,
     file_sha256,
     load_metadata,
@@ -56,6 +58,56 @@ def test_metadata_round_trip_stamps_the_sha256(tmp_path: Path) -> None:
     assert loaded.model_copy(update={"onnx_sha256": None}) == written
     assert loaded.thresholds == {"1e-2": None, "1e-3": None, "1e-4": None}
     assert loaded.default_threshold(0.3) == 0.3
+
+
+GATE = GateInfo(
+    threshold=4.5,
+    sharp=GateBranch(name="released-net", source="released weights (public domain)"),
+    blurred=GateBranch(name="student", source="configs/s.yaml, step 10", head="arcface+distill"),
+    chosen_on="100 toy pairs",
+)
+
+
+def test_gated_metadata_round_trips(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"x")
+    written = ModelMetadata(name="m", version="1", embedding_size=8, backbone="b-gated",
+                            head=GATE.head_label(), gate=GATE)
+    write_metadata(onnx_path, written)
+    raw = json.loads(metadata_path(onnx_path).read_text())
+    assert raw["gate"]["version"] == 1 and raw["gate"]["quality"] == "laplacian"
+    assert raw["gate"]["blurred"] == {"name": "student", "source": "configs/s.yaml, step 10",
+                                      "head": "arcface+distill"}
+    loaded = load_metadata(onnx_path)
+    assert loaded.gate == GATE
+    assert loaded.head == "gated(sharp: released weights | blurred: arcface+distill)"
+
+
+def test_metadata_without_a_gate_still_loads(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"x")
+    write_metadata(onnx_path, ModelMetadata(name="m", version="1", embedding_size=8, backbone="b"))
+    rewrite_json(onnx_path, lambda r: r.pop("gate"))  # as written before the field existed
+    assert "gate" not in json.loads(metadata_path(onnx_path).read_text())
+    assert load_metadata(onnx_path).gate is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"threshold": -1.0}, "greater than or equal to 0"),
+        ({"threshold": float("nan")}, "finite number"),
+        ({"version": 2}, "version"),
+        ({"quality": "variance"}, "quality"),
+        ({"chosen_on": ""}, "chosen_on"),
+        ({"sharp": {"name": "x"}}, "source"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_gates_are_refused(change: dict, message: str) -> None:
+    raw = {**GATE.model_dump(), **change}
+    with pytest.raises(ValueError, match=message):
+        GateInfo.model_validate(raw)
 
 
 def test_update_thresholds_keeps_the_pair_valid(tmp_path: Path) -> None:

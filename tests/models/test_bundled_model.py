@@ -30,6 +30,22 @@ def test_metadata_is_complete_and_calibrated() -> None:
     assert BUNDLED.stat().st_size < 90 * 2**20
 
 
+def test_metadata_describes_the_gate() -> None:
+    metadata = load_metadata(BUNDLED)
+    gate = metadata.gate
+    assert gate is not None, "the bundled model is gated: its metadata must say so"
+    assert gate.quality == "laplacian" and gate.threshold == 4.579539895057678
+    assert gate.sharp.name == "dlib_face_recognition_resnet_model_v1" and gate.sharp.head is None
+    assert "public domain" in gate.sharp.source
+    assert "training/configs/lfw_cpu_dlib_student.yaml" in gate.blurred.source
+    assert "step 2080" in gate.blurred.source and gate.blurred.head == "approach2+distill"
+    assert gate.chosen_on.startswith("600 LFW pairsDevTrain pairs")
+    assert metadata.head == "gated(sharp: released weights | blurred: approach2+distill)"
+    # the gate lives in one place; the notes keep the rest
+    assert "gate" not in metadata.extra and "backbone_kwargs" not in metadata.extra
+    assert metadata.extra["step"] == 2080
+
+
 def test_recognises_unseen_lfw_pairs(shared_data_dir: Path) -> None:
     from training.eval.datasets import load_lfw
     from training.eval.embedding import load_model

@@ -230,7 +230,10 @@ def test_quality_gate_picks_the_branch_per_image(tmp_path: Path) -> None:
                   "backbone_kwargs": {"embedding_size": 128, "gate": 4.0},
                   "backbone_state": gated.state_dict(), "step": 1}
     out_path = tmp_path / "gated.onnx"
-    export_checkpoint(checkpoint, out_path, name="gated-test", version="1")
+    meta = export_checkpoint(checkpoint, out_path, name="gated-test", version="1")
+    # no gate record in this checkpoint (training.gate writes one): the threshold still shows
+    assert meta.gate is not None and meta.gate.threshold == 4.0
+    assert meta.gate.blurred.source == "not recorded in the checkpoint"
     onnx_out = OnnxEmbedder(out_path).embed_pixels(pixels)
     np.testing.assert_allclose(onnx_out, out.numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="non-negative"):

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 import models.export as export_module
-from models.artifact import file_sha256, load_metadata, metadata_path
+from models.artifact import GateBranch, GateInfo, file_sha256, load_metadata, metadata_path
 from models.backbones import create_backbone
+from models.backbones.gated import QualityGated
+from models.checkpoint import CheckpointError
 from models.embedder import OnnxEmbedder
 from models.export import (
     ExportError,
@@ -23,6 +25,7 @@ from models.export import (
     check_parity,
     export_checkpoint,
     export_onnx,
+    gate_info,
     git_commit,
 )
 
@@ -175,6 +178,46 @@ def test_checkpoint_errors_are_explained(make_tiny) -> None:
     wrong["backbone_kwargs"] = {"embedding_size": TINY_DIM * 2}
     with pytest.raises(ValueError, match="do not fit ir-tiny"):
         backbone_from_checkpoint(wrong)
+
+
+# -- gated backbones ----------------------------------------------------------------------
+
+GATE = GateInfo(
+    threshold=3.0,
+    sharp=GateBranch(name="tiny-a", source="seed 0"),
+    blurred=GateBranch(name="tiny-b", source="seed 1", head="approach2"),
+    chosen_on="nothing (a test)",
+)
+
+
+def test_gated_export_writes_the_gate(make_tiny, tmp_path: Path) -> None:
+    gated = QualityGated(make_tiny(seed=0), make_tiny(seed=1), gate=3.0)
+    meta = export_onnx(gated, tmp_path / "g.onnx", **META, gate=GATE)
+    assert meta.gate == GATE == load_metadata(tmp_path / "g.onnx").gate
+    assert meta.head == "gated(sharp: released weights | blurred: approach2)"
+
+
+def test_a_gated_graph_without_a_record_still_states_its_threshold(
+    make_tiny, tiny_artifact: Path
+) -> None:
+    # the full export of such a checkpoint: tests/models/test_dlib_resnet.py
+    gate = gate_info(QualityGated(make_tiny(seed=0), make_tiny(seed=1), gate=2.5), None)
+    assert gate is not None and gate.threshold == 2.5
+    assert gate.sharp.name == gate.blurred.name == "not recorded"
+    assert gate_info(make_tiny(), None) is None
+    assert load_metadata(tiny_artifact).gate is None  # not gated: no section
+
+
+def test_a_gate_record_must_fit_the_graph(make_tiny, tmp_path: Path) -> None:
+    other = QualityGated(make_tiny(seed=0), make_tiny(seed=1), gate=4.0)
+    with pytest.raises(ValueError, match=r"graph switches at 4\.0"):
+        export_onnx(other, tmp_path / "g.onnx", **META, gate=GATE)
+    with pytest.raises(ValueError, match="not gated"):
+        export_onnx(make_tiny(), tmp_path / "g.onnx", **META, gate=GATE)
+    assert not list(tmp_path.iterdir())
+    checkpoint = {**checkpoint_of(make_tiny()), "gate": {"threshold": -1}}
+    with pytest.raises(CheckpointError, match="gate record is invalid"):
+        export_checkpoint(checkpoint, tmp_path / "g.onnx", name="g", version="1")
 
 
 @pytest.mark.slow

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.artifact import ModelMetadata
+from models.artifact import GateBranch, GateInfo, ModelMetadata
 from models.decision import DecisionRule
 from training.calibration import (
     CellHistograms,
     DegradedSet,
+    _model_gate,
     band_edges,
     calibrate_quality,
     count_pairs,
@@ -87,6 +88,14 @@ def test_band_edges_sit_between_the_sides_and_take_the_gate() -> None:
     assert band_edges(quality, (7, 14, 112), band_sides=(7, 14, 112), gate=4.5)[1] == 4.5
     with pytest.raises(ValueError, match="not measured"):
         band_edges(quality, (7, 14, 112), band_sides=(7, 28))
+
+
+def test_the_gate_of_a_gated_model_comes_from_its_metadata() -> None:
+    plain = ModelMetadata(name="m", version="1", embedding_size=8, backbone="b")
+    branch = GateBranch(name="n", source="s")
+    gate = GateInfo(threshold=4.5, sharp=branch, blurred=branch, chosen_on="toy pairs")
+    assert _model_gate(plain) is None
+    assert _model_gate(plain.model_copy(update={"gate": gate})) == 4.5
 
 
 def test_blurred_bands_get_higher_thresholds_and_hold_the_far_on_new_data() -> None:

@@ -1,18 +1,29 @@
 """The gate search (training/gate.py): accuracies through training.eval.metrics, the
-winning gate, and the gated checkpoint the gated backbone loads."""
+winning gate, the gated checkpoint the gated backbone loads, and the gate record it
+keeps, which the export writes into the artifact's metadata."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from models.artifact import GateInfo, load_metadata
 from models.backbones import create_backbone
 from models.checkpoint import Checkpoint
+from models.export import export_checkpoint
 from training.eval.metrics import accuracy_at, best_threshold
 from training.eval.protocols import PairProtocol
-from training.gate import choose_gate, gated_accuracies, gated_checkpoint
+from training.gate import (
+    SHARP_BRANCH,
+    choose_gate,
+    gated_accuracies,
+    gated_checkpoint,
+    search_description,
+    student_branch,
+)
 
 PEOPLE, PER = 10, 4
 
@@ -60,18 +71,59 @@ def test_the_gate_between_the_quality_levels_wins() -> None:
     assert f"chosen gate q = {search.gate:.3f}" in search.markdown()
 
 
-def test_gated_checkpoint_loads_into_the_gated_backbone(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def gated_pt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A gated checkpoint of two random dlib networks, gate 3.5; and its teacher."""
     torch.manual_seed(0)
     teacher = create_backbone("dlib-resnet29", embedding_size=128).eval()
     student = create_backbone("dlib-resnet29", embedding_size=128).eval()
-    start = Checkpoint("dlib-resnet29", {"embedding_size": 128}, student.state_dict(),
-                       {"step": 5, "head_name": "arcface+distill", "optimizer": {}})
-    path = gated_checkpoint(teacher, student, 3.5, start).save(tmp_path / "gated.pt")
+    start = Checkpoint("dlib-resnet29", {"embedding_size": 128}, student.state_dict(), {
+        "step": 5, "epoch": 1, "head_name": "arcface+distill", "optimizer": {},
+        "config": {"name": "toy-student", "model": {"init_weights": "dlib"}},
+    })
+    gated = gated_checkpoint(teacher, student, 3.5, start, chosen_on=search_description(
+        40, (112, 14)), recipe="training/configs/toy.yaml")
+    return gated.save(tmp_path_factory.mktemp("gate") / "gated.pt"), teacher
+
+
+def test_gated_checkpoint_records_the_gate(gated_pt: tuple[Path, torch.nn.Module]) -> None:
+    loaded = Checkpoint.load(gated_pt[0])
+    gate = GateInfo.model_validate(loaded.get("gate"))
+    assert gate.threshold == loaded.backbone_kwargs["gate"] == 3.5
+    assert gate.sharp == SHARP_BRANCH and "public domain" in gate.sharp.source
+    assert gate.blurred.name == "dlib-resnet29 student of dlib_face_recognition_resnet_model_v1"
+    assert gate.blurred.source == ("fine-tuned by training/configs/toy.yaml (started from dlib "
+                                   "weights), step 5, epoch 1")
+    assert gate.blurred.head == "arcface+distill"
+    assert gate.chosen_on.startswith("40 LFW pairsDevTrain pairs at r = 112, 14: ")
+    assert loaded.get("head_name") == "gated(sharp: released weights | blurred: arcface+distill)"
+
+
+def test_without_a_recipe_the_run_is_named(gated_pt: tuple[Path, torch.nn.Module]) -> None:
+    state = Checkpoint.load(gated_pt[0])  # keeps the student's config, step and epoch
+    branch = student_branch(Checkpoint("dlib-resnet29", {}, {}, state.training))
+    assert branch.source.startswith("fine-tuned by training run 'toy-student'")
+
+
+def test_gated_checkpoint_loads_into_the_gated_backbone(
+    gated_pt: tuple[Path, torch.nn.Module],
+) -> None:
+    path, teacher = gated_pt
     loaded = Checkpoint.load(path)
-    assert loaded.backbone_kwargs["gate"] == 3.5 and loaded.get("step") == 5
+    assert loaded.get("step") == 5
     assert "optimizer" not in loaded.training
     gated = loaded.build_backbone().eval()
     x = torch.rand(2, 3, 112, 112) * 2 - 1
     with torch.no_grad():
         expected = torch.nn.functional.normalize(teacher(x), dim=1)  # random pixels are sharp
         torch.testing.assert_close(gated(x), expected)
+
+
+@pytest.mark.slow
+def test_the_export_writes_the_gate_into_the_metadata(
+    gated_pt: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    recorded = GateInfo.model_validate(Checkpoint.load(gated_pt[0]).get("gate"))
+    meta = export_checkpoint(gated_pt[0], tmp_path / "gated.onnx", name="g", version="1")
+    assert meta.gate == recorded == load_metadata(tmp_path / "gated.onnx").gate
+    assert meta.head == "gated(sharp: released weights | blurred: arcface+distill)"
