@@ -95,9 +95,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             _flush_periodically(gallery_service, settings.index_flush_seconds)
         )
         logger.info(
-            "serving %s %s on %s; %d galleries loaded, %d rebuilt, %d on another model",
+            "serving %s %s%s on %s; %d galleries loaded, %d rebuilt, %d on another model",
             model.name,
             model.version,
+            "" if model.gate is None else f" (gated at q {model.gate.threshold:.3f}: "
+            f"{model.gate.sharp.name} above, {model.gate.blurred.name} below)",
             embedder.providers,
             len(report.loaded),
             len(report.rebuilt),

@@ -30,12 +30,14 @@ from service.schemas import (
     IdentifyFrameResponse,
     IdentifyResponse,
     Match,
+    ModelGate,
     ModelInfo,
     Quality,
     QualityBand,
     QualityResponse,
     ReembedResponse,
     RefusedFace,
+    ServedModel,
     VerifyResponse,
 )
 from service.settings import Settings
@@ -123,6 +125,16 @@ class RecognitionService:
     @property
     def model_info(self) -> ModelInfo:
         return ModelInfo(name=self.model.name, version=self.model.version)
+
+    @property
+    def served_model(self) -> ServedModel:
+        """The served model with its backbone, head and quality gate (for /readyz)."""
+        gate = self.model.gate
+        return ServedModel(
+            name=self.model.name, version=self.model.version, backbone=self.model.backbone,
+            head=self.model.head, embedding_size=self.model.embedding_size,
+            gate=None if gate is None else ModelGate.model_validate(gate.model_dump()),
+        )
 
     def _far(self, far: str | None) -> str:
         """The FAR key of a request: its own (one the model is calibrated at) or the

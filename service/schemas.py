@@ -130,6 +130,36 @@ class ModelInfo(BaseModel):
     version: str
 
 
+class GateBranchInfo(BaseModel):
+    """One branch of a quality-gated model (the artifact's ``gate``, models/artifact.py)."""
+
+    name: str = Field(description="The network.")
+    source: str = Field(description="Where its weights came from.")
+    head: str | None = Field(description="Its training objective; null for released weights.")
+
+
+class ModelGate(BaseModel):
+    """Which network embeds a face: ``sharp`` when its q >= ``threshold``, else ``blurred``."""
+
+    quality: Literal["laplacian"] = Field(
+        description="The q the gate measures: the Laplacian q of the face's aligned crop, "
+        "as /v1/quality reports it."
+    )
+    threshold: float
+    sharp: GateBranchInfo
+    blurred: GateBranchInfo
+    chosen_on: str = Field(description="The data the threshold was chosen on.")
+
+
+class ServedModel(ModelInfo):
+    """The model the service runs, as its artifact's metadata describes it."""
+
+    backbone: str
+    head: str | None = Field(description="Training objective; a gated model names both branches'.")
+    embedding_size: int
+    gate: ModelGate | None = Field(description="The quality gate; null for a model not gated.")
+
+
 class QualityBand(BaseModel):
     """The quality cell a pair was decided in (models/decision.py)."""
 
@@ -292,7 +322,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    model: ModelInfo | None
+    model: ServedModel | None
     database: bool
     index: bool
     problems: list[str]

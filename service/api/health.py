@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from service.schemas import Health, ModelInfo, Readiness
+from service.schemas import Health, Readiness
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -23,11 +23,12 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
-    """Model loaded, database reachable, every index consistent with the database."""
+    """Model loaded (its name, version, backbone, head and quality gate), database
+    reachable, every index consistent with the database."""
     service = getattr(request.app.state, "recognition", None)
     engine = getattr(request.app.state, "engine", None)
     problems: list[str] = []
-    model = service.model_info if service is not None else None
+    model = service.served_model if service is not None else None
     if model is None:
         problems.append("model not loaded")
     database = False
@@ -47,7 +48,7 @@ async def readyz(request: Request) -> JSONResponse:
     ready = not problems
     body = Readiness(
         status="ready" if ready else "not ready",
-        model=ModelInfo.model_validate(model.model_dump()) if model else None,
+        model=model,
         database=database,
         index=index,
         problems=problems,

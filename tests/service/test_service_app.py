@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models.artifact import ArtifactError, metadata_path
+from models.artifact import (
+    ArtifactError,
+    GateBranch,
+    GateInfo,
+    load_metadata,
+    metadata_path,
+    write_metadata,
+)
 from service.app import create_app
 from service.reference_model import build_reference_model
 from tests.support.service import (
@@ -264,6 +271,37 @@ def test_reembed_needs_stored_images(make_client, tmp_path: Path) -> None:
 
 
 # -- readiness, metrics, batching ------------------------------------------------------
+
+
+def test_readyz_describes_the_served_model_and_its_gate(make_client, tmp_path: Path) -> None:
+    with make_client() as client:
+        served = client.get("/readyz").json()["model"]
+    assert served["name"] == "lrfr-reference-pixels" and served["gate"] is None
+    assert served["embedding_size"] > 0 and served["backbone"]
+    gated = tmp_path / "gated.onnx"
+    build_reference_model(gated)
+    gate = GateInfo(
+        threshold=4.25,
+        sharp=GateBranch(name="released-net", source="released weights (public domain)"),
+        blurred=GateBranch(name="student", source="configs/s.yaml, step 9", head="approach2"),
+        chosen_on="600 toy pairs",
+    )
+    # the service reads the gate from the metadata; the graph itself is not gated here
+    write_metadata(gated, load_metadata(gated).model_copy(
+        update={"gate": gate, "head": gate.head_label()}))
+    with make_client(model_path=gated) as gated_client:
+        ready = gated_client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    model = ready.json()["model"]
+    assert model["head"] == "gated(sharp: released weights | blurred: approach2)"
+    assert model["gate"] == {
+        "quality": "laplacian",
+        "threshold": 4.25,
+        "sharp": {"name": "released-net", "source": "released weights (public domain)",
+                  "head": None},
+        "blurred": {"name": "student", "source": "configs/s.yaml, step 9", "head": "approach2"},
+        "chosen_on": "600 toy pairs",
+    }
 
 
 def test_readyz_reports_an_unreachable_database(client: TestClient) -> None:
