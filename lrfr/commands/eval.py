@@ -2,8 +2,10 @@
 
 ``lrfr eval lfw|survface|scface|tinyface|folder --model M --data DIR --out DIR`` writes
 ``results.json``, ``results.csv``, ``table.md``, ``accuracy_vs_resolution.png`` and
-``roc.png`` into ``--out``; ``lrfr eval compare RESULTS.json... --out table.md`` joins
-results into one table. See ``docs/evaluation.md``.
+``roc.png`` into ``--out`` (``lrfr eval lfw --identification`` adds LFW DevTest
+closed- and open-set identification to the same files);
+``lrfr eval compare RESULTS.json... --out table.md`` joins results into one table.
+See ``docs/evaluation.md``.
 
 Each protocol is an :class:`EvalProtocol` in a registry (:func:`register_protocol`): its
 loader, defaults and own options; the options all protocols share are declared once.
@@ -81,6 +83,7 @@ def _face_loader(mode: str, landmarks: Path | None, root: Path) -> Any:
 def _run(
     load_protocol: Callable[[], Any],
     *,
+    load_identification: Callable[[], Any] = lambda: None,
     model: Path,
     data: Path,
     out: Path,
@@ -97,6 +100,7 @@ def _run(
 
     try:
         protocol = load_protocol()
+        identification = load_identification()
     except (DatasetLayoutError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -105,7 +109,8 @@ def _run(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot load model {model}: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    run = evaluate(embedder, protocol, faces, settings, dataset=data, limit=limit)
+    run = evaluate(embedder, protocol, faces, settings, dataset=data, limit=limit,
+                   identification=identification)
     paths = write_report(run, out)
     typer.echo(markdown_table(run.results))
     typer.echo(f"run time {run.results['timing_s']['total']:.1f} s; wrote "
@@ -129,6 +134,8 @@ class EvalProtocol:
         resolution_options: its own options placed after --resolutions.
         face_root: the folder the landmarks' names are relative to, from ``--data``.
         check: validates its own options before anything is loaded.
+        identification: ``identification(data, own)`` -> an identification protocol to
+            score beside the main one on the same embeddings, or None.
     """
 
     name: str
@@ -140,6 +147,7 @@ class EvalProtocol:
     resolution_options: tuple[inspect.Parameter, ...] = ()
     face_root: Callable[[Path], Path] = lambda data: data
     check: Callable[[dict[str, Any]], None] = lambda own: None
+    identification: Callable[[Path, dict[str, Any]], Any] = lambda data, own: None
 
 
 PROTOCOLS: dict[str, EvalProtocol] = {}
@@ -179,6 +187,7 @@ def _command(protocol: EvalProtocol) -> Callable[..., None]:
         v = values
         _run(
             lambda: protocol.load(v["data"], own),
+            load_identification=lambda: protocol.identification(v["data"], own),
             model=v["model"], data=v["data"], out=v["out"], limit=v["limit"],
             device=v["device"], threads=v["threads"],
             settings=_settings(v["resolutions"], v["down"], v["up"], v["batch_size"],
@@ -206,6 +215,12 @@ def _load_lfw(data: Path, own: dict[str, Any]) -> Any:
     from training.eval.datasets import load_lfw
 
     return load_lfw(data, own["view"])  # --cross-resolution is a setting, not the data's
+
+
+def _load_lfw_identification(data: Path, own: dict[str, Any]) -> Any:
+    from training.eval.datasets import load_lfw_identification
+
+    return load_lfw_identification(data) if own["identification"] else None
 
 
 def _lfw_images(data: Path) -> Path:
@@ -240,10 +255,18 @@ register_protocol(EvalProtocol(
            "degraded to r px, mapped onto the template as the service maps face=box)."),
     options=(_option("view", int, typer.Option(
         2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt.")),),
-    resolution_options=(_option("cross_resolution", bool, typer.Option(
-        False, "--cross-resolution", help="Also score 112 px vs r px pairs.")),),
+    resolution_options=(
+        _option("cross_resolution", bool, typer.Option(
+            False, "--cross-resolution",
+            help="Also score 112 px vs r px pairs (and a 112 px gallery vs r px probes).")),
+        _option("identification", bool, typer.Option(
+            False, "--identification",
+            help="Also identification on the peopleDevTest people: rank-1/rank-5 and "
+                 "FNIR at FPIR 1e-2/1e-3 (docs/evaluation.md).")),
+    ),
     face_root=_lfw_images,
     check=_check_view,
+    identification=_load_lfw_identification,
 ))
 register_protocol(EvalProtocol(
     name="survface",

@@ -22,6 +22,11 @@ Each loader returns a protocol from :mod:`training.eval.protocols`; none decodes
   ``gallery_ids``) when present, else from the file name: the integer before the first
   underscore (``123_4.jpg`` -> 123), as the community evaluation code reads them.
   Every distractor is its own (negative) identity.
+* **LFW identification** (:func:`load_lfw_identification`): the people of
+  ``peopleDevTest.txt`` (View 1; none of them is in ``peopleDevTrain.txt``). Every
+  person with two or more images enrols image ``_0001``; the others are probes.
+  Alternate people (1st, 3rd, ... in the file's order) are enrolled in the open set;
+  every image of the rest, and of the one-image people, is a non-mated probe.
 * **Any folder of identities** (:func:`load_identity_folder`): ``DIR/<person>/<image>``;
   per person the first ``k`` images (sorted by name) form the gallery and the rest
   are probes; a person with ``k`` images or fewer is gallery only.
@@ -37,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from training.eval.metrics import interleaved_folds
-from training.eval.protocols import IdentificationProtocol, PairProtocol
+from training.eval.protocols import IdentificationProtocol, OpenSetProtocol, PairProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +199,78 @@ def load_lfw(
         name=name, images=images, left=left, right=right,
         labels=labels, folds=folds, fars=LFW_FARS,
         identities=tuple(p.parent.name for p in images),
+    )
+
+
+def load_lfw_identification(
+    root: str | Path, *, people_file: str = "peopleDevTest.txt", check_files: bool = True
+) -> OpenSetProtocol:
+    """LFW identification on the people of a View 1 people list (``peopleDevTest.txt``).
+
+    Closed set: every person with two or more images enrols the first image by number
+    (``Name_0001.jpg``); their other images are the probes. Open set: alternate people
+    in the file's (alphabetical) order - the 1st, 3rd, 5th ... - are enrolled; the
+    probes of the others and their ``_0001`` image, and the image of every one-image
+    person, are non-mated probes. Identities are the person's position in the file.
+
+    Args:
+        root: the LFW folder (with ``images/`` and the people file).
+        people_file: a people list in ``root`` (``peopleDevTest.txt``: identities a
+            model trained on ``peopleDevTrain.txt`` never saw).
+        check_files: fail early, naming the first few missing images.
+    """
+    root = Path(root)
+    path = root / people_file
+    if not path.is_file():
+        raise DatasetLayoutError(f"LFW people file not found: {path}")
+    people = [entry for fold in parse_people_file(path) for entry in fold]
+    folder = lfw_image_folder(root)
+    images: list[Path] = []
+    gallery: list[int] = []
+    gallery_labels: list[int] = []
+    enrolled: list[bool] = []
+    probes: list[int] = []
+    probe_labels: list[int] = []
+    nonmated: list[int] = []
+    nonmated_labels: list[int] = []
+    several = 0
+    for label, (name, count) in enumerate(people):
+        paths = [folder / name / f"{name}_{n:04d}.jpg" for n in range(1, count + 1)]
+        first = len(images)
+        images.extend(paths)
+        if count < 2:
+            nonmated.extend(range(first, first + count))
+            nonmated_labels.extend([label] * count)
+            continue
+        is_enrolled = several % 2 == 0
+        several += 1
+        gallery.append(first)
+        gallery_labels.append(label)
+        enrolled.append(is_enrolled)
+        probes.extend(range(first + 1, first + count))
+        probe_labels.extend([label] * (count - 1))
+        if not is_enrolled:
+            nonmated.append(first)
+            nonmated_labels.append(label)
+    if not gallery:
+        raise DatasetLayoutError(f"{path}: no person has two or more images")
+    if check_files:
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            raise DatasetLayoutError(
+                f"{len(missing)} LFW images missing under {folder}, e.g. {missing[:3]}"
+            )
+
+    def ints(values: list[int]) -> np.ndarray:
+        return np.asarray(values, dtype=np.int64)
+
+    return OpenSetProtocol(
+        name=f"lfw-ident-{path.stem}", images=images,
+        gallery=ints(gallery), gallery_labels=ints(gallery_labels),
+        enrolled=np.asarray(enrolled, dtype=bool),
+        probes=ints(probes), probe_labels=ints(probe_labels),
+        nonmated=ints(nonmated), nonmated_labels=ints(nonmated_labels),
+        fpirs=LFW_FARS,
     )
 
 

@@ -12,6 +12,10 @@ Conventions used throughout:
   the target cannot then be measured.
 * Ranks are pessimistic on ties: a wrong candidate scoring exactly like the right one
   counts as ranked above it.
+* Open-set identification (NIST FRVT 1:N, rank-1 based): FPIR(t) = share of non-mated
+  searches whose best gallery score is >= t; FNIR(t) = share of mated searches whose
+  mate is not the rank-1 candidate or scores below t. t for a target FPIR is picked on
+  the non-mated scores like a threshold for a target FAR.
 
 Nothing here imports torch; the training loop's validation and ``lrfr eval`` share it.
 """
@@ -284,26 +288,54 @@ def search(
         column_labels, starts = np.unique(gallery_labels, return_index=True)
     else:
         column_labels, starts = gallery_labels, None
-    outputs: dict[str, list[np.ndarray]] = {k: [] for k in SearchResults.__dataclass_fields__}
+    parts = []
     for begin in range(0, len(probes), chunk):
         sims = probes[begin : begin + chunk] @ gallery.T
         if starts is not None:
             sims = np.maximum.reduceat(sims, starts, axis=1)
-        labels = probe_labels[begin : begin + chunk]
-        is_mate = column_labels[None, :] == labels[:, None]
-        mate_score = np.where(is_mate, sims, -np.inf).max(axis=1)
-        nonmate = np.where(is_mate, -np.inf, sims)
-        nonmate_score = nonmate.max(axis=1)
-        enrolled = is_mate.any(axis=1)
-        # pessimistic ties: wrong entries scoring >= the best mate rank above it
-        ahead = (nonmate >= mate_score[:, None]).sum(axis=1)
-        top = sims.argmax(axis=1)
-        outputs["mate_rank"].append(np.where(enrolled, ahead + 1, 0))
-        outputs["mate_score"].append(mate_score)
-        outputs["top_label_correct"].append(enrolled & (ahead == 0))
-        outputs["top_score"].append(sims[np.arange(len(sims)), top])
-        outputs["nonmate_score"].append(nonmate_score)
-    return SearchResults(**{k: np.concatenate(v) for k, v in outputs.items()})
+        parts.append(search_scores(sims, probe_labels[begin : begin + chunk], column_labels))
+    return SearchResults(**{
+        key: np.concatenate([getattr(part, key) for part in parts])
+        for key in SearchResults.__dataclass_fields__
+    })
+
+
+def search_scores(
+    scores: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray
+) -> SearchResults:
+    """The outcome of every search from a (P, G) similarity matrix.
+
+    Args:
+        scores: ``scores[i, j]`` = similarity of probe i and gallery entry j.
+        probe_labels: (P,) identity of every probe.
+        gallery_labels: (G,) identity of every gallery entry (column).
+
+    Ranks are pessimistic on ties: a wrong entry scoring exactly like the best mate
+    ranks above it.
+    """
+    sims = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(probe_labels).ravel()
+    column_labels = np.asarray(gallery_labels).ravel()
+    if sims.ndim != 2 or sims.shape != (labels.size, column_labels.size):
+        raise ValueError(
+            f"scores {sims.shape} do not match {labels.size} probes x "
+            f"{column_labels.size} gallery entries"
+        )
+    if column_labels.size == 0:
+        raise ValueError("the gallery is empty")
+    is_mate = column_labels[None, :] == labels[:, None]
+    mate_score = np.where(is_mate, sims, -np.inf).max(axis=1)
+    nonmate = np.where(is_mate, -np.inf, sims)
+    enrolled = is_mate.any(axis=1)
+    # pessimistic ties: wrong entries scoring >= the best mate rank above it
+    ahead = (nonmate >= mate_score[:, None]).sum(axis=1)
+    return SearchResults(
+        mate_rank=np.where(enrolled, ahead + 1, 0),
+        mate_score=mate_score,
+        top_label_correct=enrolled & (ahead == 0),
+        top_score=sims.max(axis=1),
+        nonmate_score=nonmate.max(axis=1),
+    )
 
 
 def cmc(results: SearchResults, ranks: Sequence[int]) -> dict[int, float]:
@@ -335,6 +367,52 @@ def fnir_at_fpir(results: SearchResults, fpir: float) -> tuple[float | None, flo
         return None, None
     hits = results.top_label_correct[enrolled] & (results.mate_score[enrolled] >= threshold)
     return float(1.0 - hits.mean()), threshold
+
+
+def fpir_at(nonmated_top: np.ndarray, threshold: float) -> float:
+    """FPIR(t): the share of non-mated searches whose best gallery score is >= ``t``."""
+    top = np.asarray(nonmated_top, dtype=np.float64).ravel()
+    if top.size == 0:
+        raise ValueError("FPIR needs at least one non-mated search")
+    return float(np.mean(top >= threshold))
+
+
+def fnir_at(mated: SearchResults, threshold: float) -> float:
+    """Rank-1 FNIR(t): the share of mated searches whose mate is not returned at rank 1
+    with a score >= ``t`` (a wrong top candidate is a miss whatever its score)."""
+    if mated.mate_rank.size == 0 or not np.all(mated.mate_rank > 0):
+        raise ValueError("FNIR needs mated searches only (every probe's identity enrolled)")
+    hits = mated.top_label_correct & (mated.mate_score >= threshold)
+    return float(1.0 - hits.mean())
+
+
+def open_set_at_fpir(
+    mated: SearchResults, nonmated_top: np.ndarray, fpir: float
+) -> dict[str, float | None]:
+    """Open-set (NIST FRVT 1:N) operating point at a target FPIR, non-mated probes apart.
+
+    Unlike :func:`fnir_at_fpir`, no search of an enrolled person is reused as a
+    non-mated one: the non-mated searches are probes of people not in the gallery.
+
+    Args:
+        mated: the searches of probes whose person is enrolled (``mate_rank > 0``).
+        nonmated_top: (N,) the best gallery score of every non-mated search.
+        fpir: the target false positive identification rate.
+
+    Returns:
+        ``{"fnir", "fpir", "threshold"}``: the strictest threshold whose FPIR on these
+        non-mated searches is <= ``fpir`` (:func:`threshold_at_far`), the FPIR it
+        realises and the rank-1 FNIR at it; all ``None`` when fewer than ``1 / fpir``
+        non-mated searches cannot measure the target.
+    """
+    threshold = threshold_at_far(nonmated_top, fpir)
+    if threshold is None:
+        return {"fnir": None, "fpir": None, "threshold": None}
+    return {
+        "fnir": fnir_at(mated, threshold),
+        "fpir": fpir_at(nonmated_top, threshold),
+        "threshold": threshold,
+    }
 
 
 def open_set_roc(results: SearchResults) -> RocCurve | None:

@@ -8,6 +8,9 @@ use it. Two kinds exist:
 * :class:`IdentificationProtocol` - a gallery and probes with integer identities
   (SCface, TinyFace, any folder of identities); probes may carry a group name
   (SCface distances) scored separately.
+* :class:`OpenSetProtocol` - one enrolled image per person, closed-set ranks over all
+  of them and open-set FNIR at FPIR with half of them enrolled and honest non-mated
+  probes (LFW DevTest identification, scored beside the LFW pairs).
 
 Loading the official file layouts lives in :mod:`training.eval.datasets`; running a
 model lives in :mod:`training.eval.runner`. This module never imports torch, so the
@@ -26,9 +29,13 @@ import numpy as np
 
 from training.eval.metrics import (
     RocCurve,
+    SearchResults,
+    cmc,
     identification_metrics,
+    open_set_at_fpir,
     open_set_roc,
     search,
+    search_scores,
     verification_metrics,
 )
 
@@ -189,6 +196,112 @@ class IdentificationProtocol:
         )
 
 
+@dataclass(frozen=True)
+class OpenSetProtocol:
+    """Closed- and open-set identification with one enrolled image per person.
+
+    Closed set: every gallery person is enrolled and every probe is searched among all
+    of them (rank-k). Open set (NIST FRVT 1:N): only the ``enrolled`` gallery entries
+    form the gallery; probes of enrolled people are mated searches, and the probes of
+    the other gallery people plus the ``nonmated`` images are non-mated searches, so no
+    non-mated search ever involves an enrolled person.
+
+    Attributes:
+        name: protocol id written to results, e.g. ``"lfw-ident-peopleDevTest"``.
+        images: every distinct image used.
+        gallery, gallery_labels: indices into ``images`` of the one image per person
+            enrolled in the closed set, and that person's (unique) integer identity.
+        enrolled: (G,) True where a gallery person is also enrolled in the open set.
+        probes, probe_labels: indices of the other images of the gallery people.
+        nonmated, nonmated_labels: images searched in the open set only, as non-mated
+            searches: never of an enrolled person.
+        ranks: closed-set ranks reported.
+        fpirs: FPIR targets at which open-set FNIR is reported.
+    """
+
+    name: str
+    images: list[Path]
+    gallery: np.ndarray
+    gallery_labels: np.ndarray
+    enrolled: np.ndarray
+    probes: np.ndarray
+    probe_labels: np.ndarray
+    nonmated: np.ndarray
+    nonmated_labels: np.ndarray
+    ranks: tuple[int, ...] = (1, 5)
+    fpirs: tuple[float, ...] = (1e-2, 1e-3)
+
+    def __post_init__(self) -> None:
+        if not len(self.gallery) == len(self.gallery_labels) == len(self.enrolled):
+            raise ValueError("gallery, gallery_labels and enrolled need one entry per person")
+        if len(np.unique(self.gallery_labels)) != len(self.gallery_labels):
+            raise ValueError("one gallery image per person: gallery labels must be unique")
+        if len(self.probes) != len(self.probe_labels):
+            raise ValueError("one label per probe is required")
+        if len(self.nonmated) != len(self.nonmated_labels):
+            raise ValueError("one label per non-mated image is required")
+        if not np.isin(self.probe_labels, self.gallery_labels).all():
+            raise ValueError("every probe's person must be in the gallery")
+        if np.isin(self.nonmated_labels, self.enrolled_labels).any():
+            raise ValueError("a non-mated image belongs to an enrolled person")
+
+    @property
+    def enrolled_labels(self) -> np.ndarray:
+        """The identities in the open-set gallery."""
+        return np.asarray(self.gallery_labels)[np.asarray(self.enrolled, dtype=bool)]
+
+    @property
+    def mated(self) -> np.ndarray:
+        """(P,) True for the probes that are mated searches in the open set."""
+        return np.isin(self.probe_labels, self.enrolled_labels)
+
+    def counts(self) -> dict[str, int]:
+        """Gallery sizes and probe counts of both settings (the same at every resolution)."""
+        mated = int(self.mated.sum())
+        return {
+            "gallery": len(self.gallery),
+            "probes": len(self.probes),
+            "open_set_gallery": int(np.sum(self.enrolled)),
+            "mated_probes": mated,
+            "nonmated_probes": len(self.probes) - mated + len(self.nonmated),
+        }
+
+    def subset(self, limit: int | None) -> OpenSetProtocol:
+        """The first ``limit`` gallery people with their probes, and the first ``limit``
+        people never in the gallery (non-mated images), in the protocol's order."""
+        if limit is None:
+            return self
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        keep = np.arange(len(self.gallery)) < limit
+        kept_labels = self.gallery_labels[keep]
+        probe_keep = np.isin(self.probe_labels, kept_labels)
+        outsiders = self.nonmated_labels[~np.isin(self.nonmated_labels, self.gallery_labels)]
+        _, first_seen = np.unique(outsiders, return_index=True)
+        first_outsiders = outsiders[np.sort(first_seen)][:limit]
+        nonmated_keep = np.isin(self.nonmated_labels, kept_labels) | np.isin(
+            self.nonmated_labels, first_outsiders
+        )
+        images, gallery, probes, nonmated = _reindex(
+            self.images, self.gallery[keep], self.probes[probe_keep],
+            self.nonmated[nonmated_keep],
+        )
+        return replace(
+            self, images=images, gallery=gallery, gallery_labels=kept_labels,
+            enrolled=self.enrolled[keep], probes=probes,
+            probe_labels=self.probe_labels[probe_keep], nonmated=nonmated,
+            nonmated_labels=self.nonmated_labels[nonmated_keep],
+        )
+
+    def reindexed(self, images: list[Path], lookup: dict[Path, int]) -> OpenSetProtocol:
+        """The same protocol over a larger image list (``lookup``: path -> index)."""
+        remap = np.asarray([lookup[path] for path in self.images], dtype=np.int64)
+        return replace(
+            self, images=images, gallery=remap[self.gallery], probes=remap[self.probes],
+            nonmated=remap[self.nonmated],
+        )
+
+
 def pair_scores(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Cosine similarity of row-aligned L2-normalised embeddings."""
     left, right = np.asarray(left, np.float32), np.asarray(right, np.float32)
@@ -260,3 +373,84 @@ def score_identification(
         summary["groups"] = per_group
     summary["gallery"] = len(gallery)
     return summary, open_set_roc(results)
+
+
+#: Scores of a search with no face: below every cosine (never a candidate).
+_NO_CANDIDATE = -2.0
+
+
+def _no_candidates(results: SearchResults, empty: np.ndarray) -> SearchResults:
+    """``results`` with the searches at ``empty`` returning no candidate list: a mated
+    one is found at no rank and never at rank 1."""
+    if not empty.any():
+        return results
+    missed = empty & (results.mate_rank > 0)
+    beyond = np.iinfo(np.int64).max
+    return replace(
+        results,
+        mate_rank=np.where(missed, beyond, results.mate_rank),
+        top_label_correct=results.top_label_correct & ~empty,
+    )
+
+
+def score_open_set(
+    protocol: OpenSetProtocol,
+    gallery: np.ndarray,
+    probes: np.ndarray,
+    nonmated: np.ndarray,
+    *,
+    failed: np.ndarray | None = None,
+) -> dict[str, object]:
+    """Closed-set ranks and open-set FNIR at FPIR of ``protocol`` from embeddings.
+
+    Args:
+        protocol: the gallery, probes and non-mated images.
+        gallery: (G, D) L2-normalised embeddings of ``protocol.gallery``.
+        probes: (P, D) embeddings of ``protocol.probes``.
+        nonmated: (N, D) embeddings of ``protocol.nonmated``.
+        failed: (len(images),) True where no face was found. Following NIST FRVT, a
+            failed probe returns no candidate (a mated search is a miss at every rank; a
+            non-mated search is no false positive) and a failed gallery image matches
+            nothing; never dropped.
+
+    Returns:
+        ``{"rank1": ..., "rank5": ..., "fnir_at_fpir": {"0.01": ...},
+        "fpir": {"0.01": realised FPIR}, "threshold_at_fpir": {"0.01": t}}``; a target
+        the non-mated searches cannot measure (fewer than ``1 / FPIR``) holds ``None``.
+    """
+    gallery_labels = np.asarray(protocol.gallery_labels)
+    probe_scores = np.asarray(probes, np.float32) @ np.asarray(gallery, np.float32).T
+    other_scores = np.asarray(nonmated, np.float32) @ np.asarray(gallery, np.float32).T
+    probe_scores = probe_scores.astype(np.float64)
+    other_scores = other_scores.astype(np.float64)
+    no_face = np.zeros(len(protocol.probes), dtype=bool)
+    if failed is not None and failed.any():
+        failed = np.asarray(failed, dtype=bool)
+        no_face = failed[protocol.probes]
+        for scores, rows in ((probe_scores, protocol.probes), (other_scores, protocol.nonmated)):
+            scores[failed[rows]] = _NO_CANDIDATE
+            scores[:, failed[protocol.gallery]] = _NO_CANDIDATE
+    closed = _no_candidates(
+        search_scores(probe_scores, protocol.probe_labels, gallery_labels), no_face
+    )
+    summary: dict[str, object] = {
+        f"rank{rank}": rate for rank, rate in cmc(closed, protocol.ranks).items()
+    }
+    enrolled = np.asarray(protocol.enrolled, dtype=bool)
+    mated = protocol.mated
+    unmeasured: dict[str, float | None] = {"fnir": None, "fpir": None, "threshold": None}
+    points = {str(f): unmeasured for f in protocol.fpirs}
+    if mated.any():  # (then someone is enrolled)
+        opened = _no_candidates(search_scores(
+            probe_scores[mated][:, enrolled], protocol.probe_labels[mated],
+            gallery_labels[enrolled],
+        ), no_face[mated])
+        nonmated_top = np.concatenate([
+            probe_scores[~mated][:, enrolled].max(axis=1),
+            other_scores[:, enrolled].max(axis=1),
+        ])
+        points = {str(f): open_set_at_fpir(opened, nonmated_top, f) for f in protocol.fpirs}
+    summary["fnir_at_fpir"] = {fpir: point["fnir"] for fpir, point in points.items()}
+    summary["fpir"] = {fpir: point["fpir"] for fpir, point in points.items()}
+    summary["threshold_at_fpir"] = {fpir: point["threshold"] for fpir, point in points.items()}
+    return summary

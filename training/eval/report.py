@@ -57,7 +57,9 @@ def _flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (setting, resolution) with every scalar metric."""
+    """One row per (setting, resolution) with every scalar metric; identification
+    scored beside the pairs adds ``identification_downsampled`` / ``_cross_resolution``
+    rows."""
     rows = []
     for setting in ("resolutions", "cross_resolution"):
         for key, summary in results.get(setting, {}).items():
@@ -67,6 +69,14 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({
                 "protocol": results["protocol"], "setting": name, "resolution": key,
                 **_flatten(summary),
+            })
+    ident = results.get("identification") or {}
+    for setting in ("resolutions", "cross_resolution"):
+        for key, summary in ident.get(setting, {}).items():
+            name = "downsampled" if setting == "resolutions" else "cross_resolution"
+            rows.append({
+                "protocol": ident["protocol"], "setting": f"identification_{name}",
+                "resolution": key, **_flatten(summary),
             })
     return rows
 
@@ -109,6 +119,37 @@ def _identification_table(results: dict[str, Any]) -> list[str]:
         cells = [_res_label(key), *[_pct(m[r]) for r in ranks],
                  *[_pct(m["fnir_at_fpir"].get(f)) for f in fpirs]]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _open_set_table(section: dict[str, Any], fpirs: Sequence[str]) -> list[str]:
+    """Rows = resolutions: rank-k, then FNIR at each FPIR target."""
+    first = next(iter(section.values()))
+    ranks = [k for k in first if k.startswith("rank")]
+    header = ["Resolution", *[f"Rank-{r[4:]} (%)" for r in ranks],
+              *[f"FNIR@FPIR={f} (%)" for f in fpirs]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, m in section.items():
+        cells = [_res_label(key), *[_pct(m[r]) for r in ranks],
+                 *[_pct(m["fnir_at_fpir"].get(f)) for f in fpirs]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _identification_beside(ident: dict[str, Any]) -> list[str]:
+    """The identification scored beside the pairs: its counts and both settings."""
+    fpirs = ident["fpirs"]
+    lines = [
+        "", f"Identification ({ident['protocol']}): closed set {ident['gallery']} enrolled, "
+        f"{ident['probes']} probes; open set {ident['open_set_gallery']} enrolled, "
+        f"{ident['mated_probes']} mated and {ident['nonmated_probes']} non-mated probes "
+        "(rank-1 FNIR at the FPIR target).", "",
+        "Gallery and probes at the resolution:", "",
+    ]
+    lines += _open_set_table(ident["resolutions"], fpirs)
+    if ident.get("cross_resolution"):
+        lines += ["", "Cross-resolution (gallery at 112 px, probes at the resolution):", ""]
+        lines += _open_set_table(ident["cross_resolution"], fpirs)
     return lines
 
 
@@ -171,6 +212,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                           "impostor pairs, TAR, and the share of genuine pairs answered "
                           "'undecidable':", ""]
                 lines += table
+        if results.get("identification"):
+            lines += _identification_beside(results["identification"])
     else:
         lines += ["Gallery at full quality, probes at the resolution:", ""]
         lines += _identification_table(results)
@@ -203,6 +246,13 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                          for f, v in m["fnir_at_fpir"].items()]
     for key, m in results.get("cross_resolution", {}).items():
         rows.append((f"{title} cross 112/{key} px accuracy", _pct_std(m["accuracy"], m["std"])))
+    ident = results.get("identification") or {}
+    for setting, prefix in (("resolutions", ""), ("cross_resolution", "cross 112/")):
+        for key, m in ident.get(setting, {}).items():
+            where = f"{title} identification {prefix}{_res_label(key)}"
+            rows += [(f"{where} rank-{k[4:]}", _pct(v)) for k, v in m.items()
+                     if k.startswith("rank")]
+            rows += [(f"{where} FNIR@FPIR={f}", _pct(v)) for f, v in m["fnir_at_fpir"].items()]
     return rows
 
 
@@ -249,13 +299,19 @@ def _plot_accuracy(results: dict[str, Any], path: Path) -> None:
             series.setdefault("rank-1", {})[key] = m["rank1"]
     for key, m in results.get("cross_resolution", {}).items():
         series.setdefault("cross-resolution", {})[key] = m["accuracy"]
+    ident = results.get("identification") or {}
+    for setting, name in (("resolutions", "identification rank-1"),
+                          ("cross_resolution", "identification rank-1, cross")):
+        for key, m in ident.get(setting, {}).items():
+            series.setdefault(name, {})[key] = m["rank1"]
     order = list(results["resolutions"])
     for name, points in series.items():
         xs = [order.index(k) for k in order if k in points]
         ax.plot(xs, [100 * points[order[x]] for x in xs], marker="o", label=name)
     ax.set_xticks(range(len(order)), [_res_label(k) for k in order])
     ax.set_xlabel("resolution")
-    ax.set_ylabel("accuracy (%)" if verification else "identification rate (%)")
+    ax.set_ylabel(("accuracy / rank-1 (%)" if ident else "accuracy (%)") if verification
+                  else "identification rate (%)")
     ax.set_title(f"{PROTOCOL_TITLES.get(results['protocol'], results['protocol'])}: "
                  f"{results.get('model', {}).get('name', '')}")
     ax.grid(alpha=0.3)

@@ -8,6 +8,10 @@ is embedded at most once per resolution, however many pairs or searches use it.
 Verification (pairs): at each r both images are degraded ("downsampled"); with
 ``cross_resolution`` the first image of each pair stays at 112 and the second is
 degraded. Identification: the gallery stays at full quality, the probes are degraded.
+Identification beside pairs (``evaluate(..., identification=OpenSetProtocol)``, e.g.
+``lrfr eval lfw --identification``) follows the pairs' two settings: gallery and probes
+at r, and with ``cross_resolution`` the gallery at 112 and the probes at r; its images
+join the pairs' images, so an image both use is decoded and embedded once per side.
 Resolution ``None`` ("native") and any r >= 112 leave the images untouched.
 """
 
@@ -35,8 +39,10 @@ from training.eval.embedding import EmbeddingModel, embed_batched
 from training.eval.metrics import RocCurve
 from training.eval.protocols import (
     IdentificationProtocol,
+    OpenSetProtocol,
     PairProtocol,
     score_identification,
+    score_open_set,
     score_pairs,
 )
 from training.faces import INPUT_SIZE, FaceLoader, FaceNotFoundError
@@ -244,14 +250,16 @@ class EmbeddingStore:
         """q per face at ``side``, NaN until the face's pixels were produced."""
         return self._quality.setdefault(side, np.full(len(self.faces), np.nan))
 
-    def quality(self, resolution: int | None) -> np.ndarray:
-        """Laplacian q (METHODS §3) of every face as the network sees it at ``resolution``;
-        measured while the faces are embedded, the rest (not embedded yet) now."""
+    def quality(self, resolution: int | None, indices: np.ndarray | None = None) -> np.ndarray:
+        """Laplacian q (METHODS §3) of the faces at ``indices`` (default: all) as the
+        network sees them at ``resolution``; measured while the faces are embedded, the
+        rest (not embedded yet) now."""
         side = self.effective(resolution)
         known = self._qualities(side)
-        for i in np.nonzero(np.isnan(known))[0]:
+        wanted = np.arange(len(known)) if indices is None else np.asarray(indices, np.int64)
+        for i in wanted[np.isnan(known[wanted])]:
             known[i] = laplacian_score(self.pixels(side, np.array([i]))[0]).laplacian
-        return known
+        return known[wanted]
 
 
 class _LazyPixels:
@@ -298,15 +306,50 @@ def _add_decisions(
         fars=rule.fars, identities=identities, uncalibrated=store.boxes is not None,
         genuine_left=protocol.left[genuine], genuine_right=protocol.right[genuine],
     )
+    quality = store.quality(resolution, every)
     sections["resolutions"][key]["decisions"] = realised_rates(
-        rule, embeddings_a=degraded, quality_a=store.quality(resolution),
-        embeddings_b=degraded, quality_b=store.quality(resolution), same_side=True, **common,
+        rule, embeddings_a=degraded, quality_a=quality,
+        embeddings_b=degraded, quality_b=quality, same_side=True, **common,
     )
     if settings.cross_resolution and store.effective(resolution) is not None:
         sections["cross_resolution"][key]["decisions"] = realised_rates(
-            rule, embeddings_a=store.get(None, every), quality_a=store.quality(None),
-            embeddings_b=degraded, quality_b=store.quality(resolution), same_side=False,
+            rule, embeddings_a=store.get(None, every), quality_a=store.quality(None, every),
+            embeddings_b=degraded, quality_b=quality, same_side=False,
             **common,
+        )
+
+
+def _join_images(
+    protocol: Protocol, identification: OpenSetProtocol
+) -> tuple[list[Path], OpenSetProtocol]:
+    """The protocol's images followed by the identification's other images, and the
+    identification re-indexed into that list (the protocol's indices stay valid)."""
+    images = list(protocol.images)
+    lookup = {path: i for i, path in enumerate(images)}
+    for path in identification.images:
+        if path not in lookup:
+            lookup[path] = len(images)
+            images.append(path)
+    return images, identification.reindexed(images, lookup)
+
+
+def _score_identification_beside(
+    ident: OpenSetProtocol,
+    store: EmbeddingStore,
+    resolution: int | None,
+    settings: EvalSettings,
+    section: dict[str, Any],
+) -> None:
+    """Identification at ``resolution``: gallery and probes degraded ("resolutions"),
+    and with ``cross_resolution`` the gallery at 112 ("cross_resolution")."""
+    key = resolution_key(resolution)
+    probes, nonmated = store.get(resolution, ident.probes), store.get(resolution, ident.nonmated)
+    section["resolutions"][key] = score_open_set(
+        ident, store.get(resolution, ident.gallery), probes, nonmated, failed=store.failed
+    )
+    if settings.cross_resolution and store.effective(resolution) is not None:
+        section.setdefault("cross_resolution", {})[key] = score_open_set(
+            ident, store.get(None, ident.gallery), probes, nonmated, failed=store.failed
         )
 
 
@@ -332,15 +375,25 @@ def evaluate(
     *,
     dataset: str | Path | None = None,
     limit: int | None = None,
+    identification: OpenSetProtocol | None = None,
 ) -> EvaluationRun:
-    """Scores ``model`` on ``protocol`` (optionally a fixed subset) at every resolution."""
+    """Scores ``model`` on ``protocol`` (optionally a fixed subset) at every resolution.
+
+    Args:
+        identification: an identification protocol scored beside ``protocol`` on the
+            same embeddings (``lrfr eval lfw --identification``), into
+            ``results["identification"]``; ``limit`` cuts it to its first ``limit``
+            gallery people and ``limit`` people never enrolled.
+    """
     settings = settings or EvalSettings()
     protocol = protocol.subset(limit)
+    images = protocol.images
+    ident = None
+    if identification is not None:
+        images, ident = _join_images(protocol, identification.subset(limit))
     started = time.perf_counter()
-    logger.info("%s: decoding %d images", protocol.name, len(protocol.images))
-    faces = load_face_set(
-        protocol.images, loader, workers=settings.workers, progress=settings.progress
-    )
+    logger.info("%s: decoding %d images", protocol.name, len(images))
+    faces = load_face_set(images, loader, workers=settings.workers, progress=settings.progress)
     loaded = time.perf_counter()
     store = EmbeddingStore(model, faces.crops, settings, boxes=faces.boxes, failed=faces.failed)
     failed_pairs = (
@@ -350,6 +403,7 @@ def evaluate(
     rule = _decision_rule(model) if settings.decisions else None
     sections: dict[str, dict[str, Any]] = {"resolutions": {}}
     curves: dict[str, dict[str, RocCurve]] = {"downsampled": {}}
+    ident_section: dict[str, Any] = {"resolutions": {}}
     resolutions = tqdm(settings.resolutions, desc="resolutions", disable=not settings.progress)
     for resolution in resolutions:
         key = resolution_key(resolution)
@@ -379,6 +433,8 @@ def evaluate(
             curves.setdefault("cross_resolution", {})[key] = curve
         if rule is not None and isinstance(protocol, PairProtocol) and protocol.identities:
             _add_decisions(sections, rule, store, protocol, resolution, settings)
+        if ident is not None:
+            _score_identification_beside(ident, store, resolution, settings, ident_section)
     finished = time.perf_counter()
     kind = "verification" if isinstance(protocol, PairProtocol) else "identification"
     results: dict[str, Any] = {
@@ -388,7 +444,7 @@ def evaluate(
         "dataset": None if dataset is None else str(dataset),
         **sections,
         "images": len(protocol.images),
-        "detection_failures": int(faces.failed.sum()),
+        "detection_failures": int(faces.failed[: len(protocol.images)].sum()),
         "limit": limit,
         "settings": {
             **{k: v for k, v in asdict(settings).items() if k not in ("progress", "workers")},
@@ -408,4 +464,15 @@ def evaluate(
     else:
         results["probes"] = len(protocol.probes)
         results["gallery"] = len(protocol.gallery)
+    if ident is not None:
+        ident_images = np.unique(np.concatenate([ident.gallery, ident.probes, ident.nonmated]))
+        results["identification"] = {
+            "protocol": ident.name,
+            "images": int(ident_images.size),
+            **ident.counts(),
+            "detection_failures": int(faces.failed[ident_images].sum()),
+            "ranks": list(ident.ranks),
+            "fpirs": [str(f) for f in ident.fpirs],
+            **ident_section,
+        }
     return EvaluationRun(results=results, curves=curves)
