@@ -89,6 +89,26 @@ class Checkpoint:
         os.replace(tmp, path)
         return path
 
+    def slim(self) -> Checkpoint:
+        """The checkpoint a later session resumes from when the run folder is gone, small
+        enough to commit: backbone and objective state in fp16, the position in the run
+        (``step``, ``epoch``, ``batch_in_epoch``), config and provenance; without the
+        optimiser's momentum, the gradient scaler and the RNG states (a resume from it
+        restarts the momentum and reseeds, so it continues the schedule, not bit-exactly
+        the same run). Marked ``slim: True``."""
+        dropped = {"optimizer", "scaler", "rng"}
+        training = {k: v for k, v in self.training.items() if k not in dropped}
+        if isinstance(training.get("head_state"), Mapping):
+            training["head_state"] = _half(training["head_state"])
+        training["slim"] = True
+        return Checkpoint(self.backbone_name, self.backbone_kwargs,
+                          _half(self.backbone_state), training)
+
+    @property
+    def is_slim(self) -> bool:
+        """Written by :meth:`slim` (no optimiser state to restore)."""
+        return bool(self.training.get("slim", False))
+
     def load_backbone_into(self, backbone: nn.Module) -> nn.Module:
         """Copies the weights into ``backbone`` (built elsewhere); explains a mismatch."""
         try:
@@ -103,3 +123,12 @@ class Checkpoint:
         """The backbone this checkpoint describes, with its weights, in training mode."""
         backbone = create_backbone(self.backbone_name, **self.backbone_kwargs)
         return self.load_backbone_into(backbone)
+
+
+def _half(state: Mapping[str, Any]) -> dict[str, Any]:
+    """fp32 tensors as fp16 (``load_state_dict`` casts them back); others unchanged."""
+    return {
+        key: value.half() if isinstance(value, torch.Tensor) and value.dtype == torch.float32
+        else value
+        for key, value in state.items()
+    }

@@ -274,7 +274,13 @@ def resume(run: RunState, config: TrainConfig) -> None:
     state = Checkpoint.load(resume_path)
     state.load_backbone_into(run.module.backbone)
     run.module.objective.load_checkpoint_state(state.training["head_state"])
-    run.optimizer.load_state_dict(state.training["optimizer"])
+    if state.is_slim:
+        # a committed fp16 checkpoint (Checkpoint.slim): no momentum, no RNG states
+        logger.warning("resuming from the slim checkpoint %s: the optimiser's momentum "
+                       "restarts and the RNGs are reseeded", resume_path)
+        torch.manual_seed(config.engine.seed + run.ctx.rank + int(state.training["step"]))
+    else:
+        run.optimizer.load_state_dict(state.training["optimizer"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state.get("scaler"))
     run.step, run.epoch = int(state.training["step"]), int(state.training["epoch"])

@@ -69,5 +69,26 @@ def train(
     _report(run(cfg), "training")
 
 
+def slim_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (RUN/last.pt)."),
+    out: Path = typer.Argument(..., help="Where to write the slim copy (.pt)."),
+) -> None:
+    """Write the fp16 copy of a checkpoint that a later session resumes from
+    (``lrfr train --config ... --resume OUT``): weights and the run's position, without
+    the optimiser's momentum and RNG states; small enough to commit."""
+    from models.checkpoint import Checkpoint, CheckpointError
+
+    try:
+        state = Checkpoint.load(checkpoint)
+    except (OSError, CheckpointError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    state.slim().save(out)
+    mib = out.stat().st_size / 2**20, checkpoint.stat().st_size / 2**20
+    typer.echo(f"{out}: step {state.get('step')} (epoch {state.get('epoch')}), "
+               f"{mib[0]:.1f} MiB (from {mib[1]:.1f})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("slim-checkpoint")(slim_checkpoint)

@@ -122,3 +122,40 @@ def test_calibration_thresholds_meet_the_far() -> None:
         assert np.mean(negatives >= threshold) <= float(far)
     assert calibration.thresholds["1e-2"] <= calibration.thresholds["1e-4"]
     assert calibration.tar["1e-2"] > 0.5  # separable toy identities
+
+
+def test_a_run_resumes_from_its_committed_slim_checkpoint(
+    identity_folder: Path, tmp_path: Path
+) -> None:
+    """The documented restart (docs/training.md): stop by time or steps, write the slim
+    fp16 checkpoint, lose the run folder, continue with ``--resume``."""
+    torch.set_num_threads(1)
+    config = _config(tmp_path, identity_folder)
+    first = runner.invoke(app, ["train", "--config", str(config), "--set", "engine.max_steps=2",
+                                "--set", "schedule.epochs=3"])
+    assert first.exit_code == 0, first.output
+    slim = tmp_path / "committed" / "resume.pt"
+    made = runner.invoke(app, ["slim-checkpoint", str(tmp_path / "run" / "last.pt"), str(slim)])
+    assert made.exit_code == 0 and "step 2" in made.output, made.output
+    saved = torch.load(slim, weights_only=False)
+    assert saved["slim"] and "optimizer" not in saved and "rng" not in saved
+    assert all(v.dtype != torch.float32 for v in saved["backbone_state"].values())
+    full = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    for key, value in full["backbone_state"].items():
+        if value.dtype == torch.float32:
+            torch.testing.assert_close(saved["backbone_state"][key].float(), value,
+                                       rtol=1e-3, atol=1e-3)
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "run")  # the machine was not kept
+    again = runner.invoke(app, ["train", "--config", str(config), "--resume", str(slim),
+                                "--set", "schedule.epochs=3"])
+    assert again.exit_code == 0, again.output
+    resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert resumed["step"] == 6 and not resumed.get("slim")  # 3 epochs x 2 steps
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 4, 5, 6]
+    bad = runner.invoke(app, ["slim-checkpoint", str(tmp_path / "missing.pt"), str(slim)])
+    assert bad.exit_code == 2 and "missing.pt" in bad.output
