@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="lrfr",
         summary="Low-resolution face recognition: quality, 1:1 verification, 1:N identification.",
-        version="0.1.0",
+        version="0.2.0",  # the API's: docs/service.md, "API versions"
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -23,6 +23,7 @@ class NewFace:
     width: int
     height: int
     image_png: bytes | None
+    upload_sha256: str | None = None
 
 
 def get_gallery(session: Session, *, name: str, for_update: bool = False) -> Gallery | None:
@@ -32,8 +33,16 @@ def get_gallery(session: Session, *, name: str, for_update: bool = False) -> Gal
     return session.scalars(statement).one_or_none()
 
 
-def list_galleries(session: Session) -> list[Gallery]:
-    return list(session.scalars(select(Gallery).order_by(Gallery.name)))
+def list_galleries(
+    session: Session, *, offset: int = 0, limit: int | None = None
+) -> list[Gallery]:
+    return list(
+        session.scalars(select(Gallery).order_by(Gallery.name).offset(offset).limit(limit))
+    )
+
+
+def count_galleries(session: Session) -> int:
+    return int(session.scalar(select(func.count(Gallery.id))) or 0)
 
 
 def create_gallery(
@@ -183,6 +192,7 @@ def add_faces(
             width=face.width,
             height=face.height,
             image_png=face.image_png,
+            upload_sha256=face.upload_sha256,
         )
         for face in faces
     ]
@@ -195,6 +205,14 @@ def get_face(session: Session, *, subject_id: int, face_id: int) -> Face | None:
     return session.scalars(
         select(Face).where(Face.id == face_id, Face.subject_id == subject_id)
     ).one_or_none()
+
+
+def face_image(session: Session, *, subject_id: int, face_id: int) -> tuple[bool, bytes | None]:
+    """(whether the face exists, its stored PNG or None when none was stored)."""
+    row = session.execute(
+        select(Face.image_png).where(Face.id == face_id, Face.subject_id == subject_id)
+    ).one_or_none()
+    return (False, None) if row is None else (True, row[0])
 
 
 def delete_face(session: Session, *, face_id: int) -> None:

@@ -93,6 +93,8 @@ class Face(Base):
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     image_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # SHA-256 (hex) of the uploaded file: lets importers skip what is already enrolled
+    upload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     subject: Mapped[Subject] = relationship(back_populates="faces")

@@ -27,10 +27,12 @@ from service.metrics import ServiceMetrics
 from service.schemas import (
     FaceOut,
     GalleryOut,
+    GalleryPage,
     ModelInfo,
     Quality,
     SubjectDetail,
     SubjectOut,
+    SubjectPage,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ def face_out(face: Face) -> FaceOut:
             height=face.height,
         ),
         created_at=face.created_at,
+        sha256=face.upload_sha256,
     )
 
 
@@ -321,9 +324,15 @@ class GalleryService:
         self._publish(gallery_id, name, GalleryIndex(self._model.embedding_size, revision=0))
         return out
 
-    def list_galleries(self) -> list[GalleryOut]:
+    def list_galleries(self, *, offset: int = 0, limit: int = 100) -> GalleryPage:
         with self._sessions() as session:
-            return [self._gallery_out(session, g) for g in crud.list_galleries(session)]
+            rows = crud.list_galleries(session, offset=offset, limit=limit)
+            return GalleryPage(
+                items=[self._gallery_out(session, g) for g in rows],
+                total=crud.count_galleries(session),
+                offset=offset,
+                limit=limit,
+            )
 
     def get_gallery(self, *, name: str) -> GalleryOut:
         with self._sessions() as session:
@@ -369,12 +378,17 @@ class GalleryService:
                 f"subject '{external_id}' already exists in gallery '{gallery}'"
             ) from exc
 
-    def list_subjects(self, *, gallery: str, offset: int, limit: int) -> list[SubjectOut]:
+    def list_subjects(self, *, gallery: str, offset: int, limit: int) -> SubjectPage:
         with self._sessions() as session:
             row = self._require_gallery(session, gallery)
             subjects = crud.list_subjects(session, gallery_id=row.id, offset=offset, limit=limit)
             counts = crud.face_counts(session, subject_ids=[s.id for s in subjects])
-            return [_subject_out(s, counts.get(s.id, 0)) for s in subjects]
+            return SubjectPage(
+                items=[_subject_out(s, counts.get(s.id, 0)) for s in subjects],
+                total=crud.count_subjects(session, gallery_id=row.id),
+                offset=offset,
+                limit=limit,
+            )
 
     def get_subject(self, *, gallery: str, subject: str) -> SubjectDetail:
         with self._sessions() as session:
@@ -432,6 +446,19 @@ class GalleryService:
             vectors = np.stack([face.embedding for face in faces])
             self._apply(gallery_id, gallery, revision, add=(ids, vectors))
         return out
+
+    def face_image(self, *, gallery: str, subject: str, face_id: int) -> bytes:
+        """The stored PNG of a face (the aligned crop the network saw)."""
+        with self._sessions() as session:
+            row = self._require_subject(session, self._require_gallery(session, gallery), subject)
+            found, image = crud.face_image(session, subject_id=row.id, face_id=face_id)
+        if not found:
+            raise NotFoundError(f"face {face_id} not found for subject '{subject}'")
+        if image is None:
+            raise NotFoundError(
+                f"face {face_id} has no stored image (enrolled with LRFR_STORE_FACE_IMAGES=0)"
+            )
+        return image
 
     def delete_face(self, *, gallery: str, subject: str, face_id: int) -> None:
         with self._sessions() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Sequence
@@ -377,6 +378,7 @@ class RecognitionService:
         )
         floor = self.enroll_floor
         accepted: list[PreparedFace] = []
+        hashes: list[str] = []
         refused: list[RefusedFace] = []
         for position, (upload, prepared) in enumerate(zip(uploads, faces, strict=True)):
             if floor is not None and prepared.quality.laplacian < floor:
@@ -392,9 +394,11 @@ class RecognitionService:
                 )
             else:
                 accepted.append(prepared)
+                hashes.append(hashlib.sha256(upload.data).hexdigest())
         if not accepted:
             raise QualityRefusedError(
                 {
+                    "code": "quality_refused",
                     "message": "every image was under the enrollment quality floor",
                     "refused": [item.model_dump() for item in refused],
                 }
@@ -408,8 +412,9 @@ class RecognitionService:
                 width=prepared.quality.width,
                 height=prepared.quality.height,
                 image_png=prepared.image_png,
+                upload_sha256=digest,
             )
-            for prepared, vector in zip(accepted, vectors, strict=True)
+            for prepared, vector, digest in zip(accepted, vectors, hashes, strict=True)
         ]
         stored = await run_in_threadpool(
             lambda: self.galleries.add_faces(gallery=gallery, subject=subject, faces=rows)

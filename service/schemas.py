@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypeAliasType
@@ -279,6 +279,11 @@ class FaceOut(BaseModel):
     id: int
     quality: Quality
     created_at: Timestamp
+    sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of the file the face was enrolled from, as uploaded; "
+        "null for faces enrolled before the service recorded it.",
+    )
     face: FaceInfo | None = Field(
         default=None, description="How the face was found (in the enrollment answer)."
     )
@@ -294,6 +299,26 @@ class SubjectOut(BaseModel):
 
 class SubjectDetail(SubjectOut):
     faces: list[FaceOut]
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list: its items, how many there are in all, and where it starts."""
+
+    items: list[ItemT]
+    total: int = Field(description="How many items the whole list holds.")
+    offset: int = Field(description="Position of the first item of this page in the list.")
+    limit: int = Field(description="The most items a page of this request holds.")
+
+
+class GalleryPage(Page[GalleryOut]):
+    """A page of galleries, by name."""
+
+
+class SubjectPage(Page[SubjectOut]):
+    """A page of a gallery's subjects, in the order they were created."""
 
 
 class RefusedFace(BaseModel):

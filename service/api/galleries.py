@@ -23,13 +23,24 @@ from service.schemas import (
     EnrollResponse,
     GalleryCreate,
     GalleryOut,
+    GalleryPage,
     ReembedResponse,
     SubjectCreate,
     SubjectDetail,
     SubjectOut,
+    SubjectPage,
 )
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"], route_class=GuardedRoute)
+
+#: The largest page a list answers.
+MAX_PAGE = 1000
+Offset = Annotated[
+    int, Query(ge=0, le=INT64_MAX, description="How many items of the list to skip.")
+]
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE, description=f"The most items to answer (up to {MAX_PAGE}).")
+]
 
 
 @router.post(
@@ -43,9 +54,14 @@ async def create_gallery(_: AdminRole, service: RecognitionDep, body: GalleryCre
     return await run_in_threadpool(lambda: service.galleries.create_gallery(name=body.name))
 
 
-@router.get("", response_model=list[GalleryOut], responses=errors(401, 503))
-async def list_galleries(_: ClientRole, service: RecognitionDep) -> list[GalleryOut]:
-    return await run_in_threadpool(service.galleries.list_galleries)
+@router.get("", response_model=GalleryPage, responses=errors(401, 422, 503))
+async def list_galleries(
+    _: ClientRole, service: RecognitionDep, offset: Offset = 0, limit: Limit = 100
+) -> GalleryPage:
+    """The galleries by name, a page at a time, with how many there are in all."""
+    return await run_in_threadpool(
+        lambda: service.galleries.list_galleries(offset=offset, limit=limit)
+    )
 
 
 @router.get("/{gallery}", response_model=GalleryOut, responses=errors(401, 404, 422, 503))
@@ -93,15 +109,16 @@ async def create_subject(
 
 
 @router.get(
-    "/{gallery}/subjects", response_model=list[SubjectOut], responses=errors(401, 404, 422, 503)
+    "/{gallery}/subjects", response_model=SubjectPage, responses=errors(401, 404, 422, 503)
 )
 async def list_subjects(
     _: ClientRole,
     service: RecognitionDep,
     gallery: GalleryName,
-    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[SubjectOut]:
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> SubjectPage:
+    """The gallery's subjects in the order they were created, a page at a time."""
     return await run_in_threadpool(
         lambda: service.galleries.list_subjects(gallery=gallery, offset=offset, limit=limit)
     )
@@ -160,6 +177,32 @@ async def enroll_faces(
     return await service.enroll(
         uploads, gallery=gallery, subject=subject, face=FaceRequest(mode=face, index=face_index)
     )
+
+
+@router.get(
+    "/{gallery}/subjects/{subject}/faces/{face}/image",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The face as stored: the aligned crop the network saw (PNG).",
+        },
+        **errors(401, 404, 422, 503),
+    },
+)
+async def get_face_image(
+    _: ClientRole,
+    service: RecognitionDep,
+    gallery: GalleryName,
+    subject: SubjectId,
+    face: FaceId,
+) -> Response:
+    """The stored image of one face (404 when faces are not stored,
+    LRFR_STORE_FACE_IMAGES=0)."""
+    image = await run_in_threadpool(
+        lambda: service.galleries.face_image(gallery=gallery, subject=subject, face_id=face)
+    )
+    return Response(image, media_type="image/png", headers={"Cache-Control": "private"})
 
 
 @router.delete(

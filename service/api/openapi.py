@@ -81,7 +81,11 @@ _LINKS: list[tuple[tuple[str, str], list[tuple[tuple[str, str], dict[str, str]]]
             (
                 ("delete", f"{_SUBJECT}/faces/{{face}}"),
                 {**_FROM_PATH, "face": "$response.body#/faces/0/id"},
-            )
+            ),
+            (
+                ("get", f"{_SUBJECT}/faces/{{face}}/image"),
+                {**_FROM_PATH, "face": "$response.body#/faces/0/id"},
+            ),
         ],
     ),
 ]

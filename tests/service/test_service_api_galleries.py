@@ -3,6 +3,8 @@ real deletion, concurrent enrollments."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,8 +30,9 @@ def test_gallery_lifecycle(db_client: TestClient) -> None:
     assert response.json()["model"]["version"] == "reference-1"
     assert client.post("/v1/galleries", json={"name": "staff"}, headers=ADMIN).status_code == 409
     listed = client.get("/v1/galleries", headers=CLIENT).json()
-    assert [g["name"] for g in listed] == ["staff"]
-    assert listed[0]["compatible"] is True
+    assert [g["name"] for g in listed["items"]] == ["staff"]
+    assert (listed["total"], listed["offset"], listed["limit"]) == (1, 0, 100)
+    assert listed["items"][0]["compatible"] is True
     assert client.get("/v1/galleries/staff", headers=CLIENT).json()["faces"] == 0
     assert client.delete("/v1/galleries/staff", headers=ADMIN).status_code == 204
     assert client.get("/v1/galleries/staff", headers=CLIENT).status_code == 404
@@ -47,9 +50,10 @@ def test_subject_lifecycle(db_client: TestClient) -> None:
     assert duplicate.status_code == 409
     create_subject(client, "g", "bob")
     listed = client.get("/v1/galleries/g/subjects", headers=CLIENT).json()
-    assert [s["id"] for s in listed] == ["alice", "bob"]
+    assert [s["id"] for s in listed["items"]] == ["alice", "bob"]
     page = client.get("/v1/galleries/g/subjects?offset=1&limit=1", headers=CLIENT).json()
-    assert [s["id"] for s in page] == ["bob"]
+    assert page == {**page, "total": 2, "offset": 1, "limit": 1}
+    assert [s["id"] for s in page["items"]] == ["bob"]
     face_ids = enroll(client, "g", "alice", face_png(1), face_png(2))
     detail = client.get("/v1/galleries/g/subjects/alice", headers=CLIENT).json()
     assert detail["name"] == "Alice A."
@@ -245,7 +249,7 @@ def test_subject_metadata_too_deep_or_large_or_nan_is_refused(client: TestClient
         headers={**ADMIN, "content-type": "application/json"},
     )
     assert response.status_code == 422
-    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json() == []
+    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json()["items"] == []
     nested = {"a": [1, {"b": None}], "c": {"d": {"e": "ü"}}}
     create = client.post(
         "/v1/galleries/g/subjects", json={"id": "ok", "metadata": nested}, headers=ADMIN
@@ -269,7 +273,7 @@ def test_nul_characters_are_refused(client: TestClient, body: dict) -> None:
     response = client.post("/v1/galleries/g/subjects", json=body, headers=ADMIN)
     assert response.status_code == 422, response.text[:200]
     assert "NUL" in response.text
-    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json() == []
+    assert client.get("/v1/galleries/g/subjects", headers=CLIENT).json()["items"] == []
 
 
 def test_oversized_json_body_is_413(client: TestClient) -> None:
@@ -293,7 +297,8 @@ def test_out_of_range_integers_are_422_not_500(client: TestClient) -> None:
     deleted = client.delete(f"/v1/galleries/g/subjects/s/faces/{big}", headers=ADMIN)
     assert deleted.status_code == 422
     largest = 2**63 - 1
-    assert client.get(f"/v1/galleries/g/subjects?offset={largest}", headers=CLIENT).json() == []
+    far_page = client.get(f"/v1/galleries/g/subjects?offset={largest}", headers=CLIENT).json()
+    assert far_page == {"items": [], "total": 1, "offset": largest, "limit": 100}
     missing = client.delete(f"/v1/galleries/g/subjects/s/faces/{largest}", headers=ADMIN)
     assert missing.status_code == 404
 
@@ -305,8 +310,8 @@ def test_created_at_always_carries_its_zone(client: TestClient) -> None:
     enroll(client, "g", "s", face_png(1))
     stamps = [
         client.get("/v1/galleries/g", headers=CLIENT).json()["created_at"],
-        client.get("/v1/galleries", headers=CLIENT).json()[0]["created_at"],
-        client.get("/v1/galleries/g/subjects", headers=CLIENT).json()[0]["created_at"],
+        client.get("/v1/galleries", headers=CLIENT).json()["items"][0]["created_at"],
+        client.get("/v1/galleries/g/subjects", headers=CLIENT).json()["items"][0]["created_at"],
         client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["created_at"],
         client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["faces"][0]["created_at"],
     ]
@@ -323,4 +328,39 @@ def test_nan_or_infinity_in_an_invalid_body_is_422_not_500(client: TestClient) -
         response = client.post("/v1/galleries", content=body, headers=json_headers)
         assert response.status_code == 422, body
         assert response.json()["detail"][0]["loc"][0] == "body"
-    assert client.get("/v1/galleries", headers=CLIENT).json() == []
+    assert client.get("/v1/galleries", headers=CLIENT).json()["items"] == []
+
+
+def test_faces_carry_the_upload_hash_and_their_stored_image(client: TestClient) -> None:
+    create_gallery(client, "g")
+    create_subject(client, "g", "s")
+    image = face_png(5)
+    (face_id,) = enroll(client, "g", "s", image)
+    face = client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["faces"][0]
+    assert face["sha256"] == hashlib.sha256(image).hexdigest()
+    stored = client.get(f"/v1/galleries/g/subjects/s/faces/{face_id}/image", headers=CLIENT)
+    assert stored.status_code == 200
+    assert stored.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(stored.content)).size == (112, 112)
+    missing = client.get(f"/v1/galleries/g/subjects/s/faces/{face_id + 1}/image", headers=CLIENT)
+    assert missing.status_code == 404
+
+
+def test_face_images_not_stored_are_404(make_client) -> None:
+    with make_client(store_face_images=False) as client:
+        create_gallery(client, "g")
+        create_subject(client, "g", "s")
+        (face_id,) = enroll(client, "g", "s", face_png(5))
+        response = client.get(f"/v1/galleries/g/subjects/s/faces/{face_id}/image", headers=CLIENT)
+        assert response.status_code == 404
+        assert "LRFR_STORE_FACE_IMAGES" in response.json()["detail"]
+
+
+def test_lists_are_pages_with_totals(client: TestClient) -> None:
+    for name in ("c", "a", "b"):
+        create_gallery(client, name)
+    page = client.get("/v1/galleries?offset=1&limit=1", headers=CLIENT).json()
+    assert page == {**page, "total": 3, "offset": 1, "limit": 1}
+    assert [g["name"] for g in page["items"]] == ["b"]
+    assert client.get("/v1/galleries?limit=0", headers=CLIENT).status_code == 422
+    assert client.get("/v1/galleries?limit=1001", headers=CLIENT).status_code == 422

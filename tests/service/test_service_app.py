@@ -81,6 +81,7 @@ _ROUTES = [
     ("GET", "/v1/galleries/g", False),
     ("GET", "/v1/galleries/g/subjects", False),
     ("GET", "/v1/galleries/g/subjects/a", False),
+    ("GET", "/v1/galleries/g/subjects/a/faces/1/image", False),
     ("POST", "/v1/galleries", True),
     ("DELETE", "/v1/galleries/g", True),
     ("POST", "/v1/galleries/g/reembed", True),
@@ -230,7 +231,7 @@ def test_gallery_of_another_model_is_refused_then_reembedded(make_client, tmp_pa
     build_reference_model(newer, version="reference-2", cell=16)
     with make_client(model_path=newer) as client:
         assert client.app.state.startup_report.skipped["g"].startswith("embedded with")
-        listed = client.get("/v1/galleries", headers=CLIENT).json()
+        listed = client.get("/v1/galleries", headers=CLIENT).json()["items"]
         assert listed[0]["compatible"] is False
         assert listed[0]["model"]["version"] == "reference-1"
         refused = client.post(

@@ -345,6 +345,7 @@ def _id_routes(bad: str) -> list[tuple[str, str, dict]]:
             ("GET", f"/v1/galleries/{gallery}/subjects/{subject}", {}),
             ("DELETE", f"/v1/galleries/{gallery}/subjects/{subject}", {}),
             ("DELETE", f"/v1/galleries/{gallery}/subjects/{subject}/faces/1", {}),
+            ("GET", f"/v1/galleries/{gallery}/subjects/{subject}/faces/1/image", {}),
             (
                 "POST",
                 f"/v1/galleries/{gallery}/subjects/{subject}/faces",
@@ -376,8 +377,9 @@ def test_bad_ids_are_422_on_every_route_and_database(db_client: TestClient, kind
         response = db_client.request(method, path, headers=ADMIN, **arguments)
         assert response.status_code == 422, (method, path, response.text[:300])
     # nothing was created or deleted by any of them
-    assert [g["name"] for g in db_client.get("/v1/galleries", headers=CLIENT).json()] == ["g"]
-    subjects = db_client.get("/v1/galleries/g/subjects", headers=CLIENT).json()
+    galleries = db_client.get("/v1/galleries", headers=CLIENT).json()["items"]
+    assert [g["name"] for g in galleries] == ["g"]
+    subjects = db_client.get("/v1/galleries/g/subjects", headers=CLIENT).json()["items"]
     assert [s["id"] for s in subjects] == ["s"]
 
 
