@@ -23,17 +23,19 @@ from starlette.routing import Match
 
 from models.embedder import OnnxEmbedder
 from service.api import galleries, health, metrics, recognition
+from service.api.console import install_console
+from service.api.docs import install_docs
 from service.api.guard import CloseUnreadBody
 from service.api.openapi import install_openapi
 from service.batching import BatchingEmbedder
 from service.db import create_db_engine, create_session_factory
 from service.errors import ServiceError
-from service.galleries import GalleryService
-from service.index import IndexStore
+from service.galleries import GalleryService, model_key
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
 from service.settings import BUNDLED_MODEL_PATH, Settings
+from service.vectors import create_backend
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +44,11 @@ async def _flush_periodically(service: GalleryService, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
+            # retraining an index that outgrew its training runs here, off the requests
+            await run_in_threadpool(service.maintain)
             await run_in_threadpool(service.flush)
         except Exception:  # keep flushing later; the database stays the source of truth
-            logger.exception("periodic index flush failed")
+            logger.exception("periodic index maintenance or flush failed")
 
 
 @contextlib.asynccontextmanager
@@ -70,15 +74,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if settings.auto_migrate:
             await run_in_threadpool(upgrade_database, engine)
-        store = IndexStore(settings.index_dir)
+        backend = await run_in_threadpool(
+            create_backend, settings, model, model_key(model.name, model.version)
+        )
         gallery_service = GalleryService(
             sessions=create_session_factory(engine),
-            store=store,
+            backend=backend,
             model=model,
             metrics=metrics_,
-            search_threads=settings.faiss_threads,
         )
-        report = await run_in_threadpool(gallery_service.load_all)
+        try:
+            report = await run_in_threadpool(gallery_service.load_all)
+        except BaseException:
+            gallery_service.close()
+            raise
         app.state.startup_report = report
         batcher = BatchingEmbedder(
             embedder,
@@ -113,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await flusher
             await batcher.stop()
             await run_in_threadpool(gallery_service.flush)
+            await run_in_threadpool(gallery_service.close)
             app.state.recognition = None
     finally:
         engine.dispose()
@@ -171,6 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Low-resolution face recognition: quality, 1:1 verification, 1:N identification.",
         version="0.2.0",  # the API's: docs/service.md, "API versions"
         lifespan=lifespan,
+        docs_url=None,  # install_docs: the same pages, their scripts served from here
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics(gallery_labels=settings.metrics_gallery_labels)
@@ -183,6 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(405, _method_not_allowed)
     install_openapi(app)
+    install_docs(app)
+    install_console(app)
     # The last added runs first: metrics see every answer, including the guard's.
     app.add_middleware(CloseUnreadBody)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)

@@ -1,0 +1,70 @@
+"""The API docs (Swagger UI at ``/docs``, ReDoc at ``/redoc``) without a CDN.
+
+FastAPI's own pages load their scripts and styles from a public CDN, so on an
+air-gapped network they stay blank. Here the same pages load them from the service,
+which serves the copies packaged by ``fastapi-offline`` (MIT; Swagger UI Apache-2.0,
+ReDoc MIT).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+#: Where the docs' scripts, styles and icon are served from.
+ASSETS_URL = "/static/docs"
+#: The files the pages load (all of them from ``ASSETS_URL``).
+ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+
+def assets_dir() -> Path:
+    """The folder of the installed ``fastapi_offline`` package's assets."""
+    return Path(str(files("fastapi_offline") / "static"))
+
+
+def install_docs(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """Adds the docs pages to ``app`` (built with ``docs_url=None, redoc_url=None``)."""
+    folder = assets_dir()
+    missing = [name for name in ASSETS if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(f"fastapi-offline is installed without {', '.join(missing)}")
+    app.mount(ASSETS_URL, StaticFiles(directory=folder), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = f"{docs_url}/oauth2-redirect"
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
