@@ -1,19 +1,19 @@
-"""Galleries, subjects and faces: the database rows and the FAISS indexes kept in step.
+"""Galleries, subjects and faces: the database transactions of the service.
 
 Writes to one gallery are serialised in this process (a lock per gallery) and in the
-database (the gallery row's ``revision`` is bumped in the same transaction as the
-change). An index knows the revision it reflects; a search on an index that is behind
-the database (a crash, another process) rebuilds it from the database first.
+database (the gallery row is locked ``FOR UPDATE`` and its ``revision`` bumped in the same
+transaction as the change), all through one helper, ``_write``. Each committed change is
+then handed to ``service.index_sync``, which keeps the gallery's vectors (FAISS or Milvus)
+in step with the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +22,7 @@ from models.artifact import ModelMetadata
 from service import crud
 from service.db import Face, Gallery, Subject
 from service.errors import ConflictError, ModelMismatchError, NotFoundError
-from service.index import GalleryIndex, IndexFileError, IndexStore, ids_digest
+from service.index_sync import IndexSync, StartupReport, model_key
 from service.metrics import ServiceMetrics
 from service.schemas import (
     FaceOut,
@@ -34,13 +34,11 @@ from service.schemas import (
     SubjectOut,
     SubjectPage,
 )
+from service.vectors import VectorBackend
+
+__all__ = ["Candidate", "GalleryService", "StartupReport", "face_out", "model_key"]
 
 logger = logging.getLogger(__name__)
-
-
-def model_key(name: str, version: str) -> str:
-    """The identity of a model that galleries and index files are tied to."""
-    return f"{name}@{version}"
 
 
 def face_out(face: Face) -> FaceOut:
@@ -77,55 +75,51 @@ class Candidate:
     face: int
     face_quality: float
 
-@dataclass
-class StartupReport:
-    """What happened to each gallery's index at startup."""
 
-    loaded: list[str] = field(default_factory=list)
-    rebuilt: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
+@dataclass
+class _Write:
+    """One locked write to a gallery: its session and row, and what the change does to
+    the gallery's vectors (filled in by the body of ``GalleryService._write``)."""
+
+    session: Session
+    gallery: Gallery
+    added: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    removed: list[np.ndarray] = field(default_factory=list)
+    rebuild: bool = False
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.added.append((ids, vectors))
+
+    def remove(self, ids: np.ndarray) -> None:
+        self.removed.append(ids)
 
 
 class GalleryService:
-    """Keeps galleries in the database and their vectors in FAISS indexes.
+    """Keeps galleries in the database and their vectors in a vector backend.
 
     Args:
         sessions: the session factory of the database (the source of truth).
-        store: where index files are persisted.
+        backend: where the vectors are searched (``service.vectors``).
         model: metadata of the served model; galleries of other models are refused.
         metrics: Prometheus metrics to update (gallery sizes, index rebuilds).
-        search_threads: OpenMP threads of a FAISS search (None: OpenMP's default).
     """
 
     def __init__(
         self,
         *,
         sessions: sessionmaker[Session],
-        store: IndexStore,
+        backend: VectorBackend,
         model: ModelMetadata,
         metrics: ServiceMetrics,
-        search_threads: int | None = None,
     ) -> None:
         self._sessions = sessions
-        self._store = store
         self._model = model
-        self._key = model_key(model.name, model.version)
-        self._metrics = metrics
-        self._search_threads = search_threads
-        self._indexes: dict[int, GalleryIndex] = {}
-        self._names: dict[int, str] = {}
-        self._locks: dict[int, threading.Lock] = {}
-        self._registry = threading.Lock()
-        self._dirty: set[int] = set()
+        self.sync = IndexSync(sessions=sessions, backend=backend, model=model, metrics=metrics)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _lock(self, gallery_id: int) -> threading.Lock:
-        with self._registry:
-            return self._locks.setdefault(gallery_id, threading.Lock())
-
     def _compatible(self, gallery: Gallery) -> bool:
-        return model_key(gallery.model_name, gallery.model_version) == self._key
+        return self.sync.compatible(gallery)
 
     def _require_compatible(self, gallery: Gallery) -> None:
         if not self._compatible(gallery):
@@ -161,147 +155,56 @@ class GalleryService:
             created_at=gallery.created_at,
         )
 
-    def _publish(self, gallery_id: int, name: str, index: GalleryIndex) -> None:
-        with self._registry:
-            self._indexes[gallery_id] = index
-            self._names[gallery_id] = name
-            self._dirty.add(gallery_id)
-        self._metrics.gallery_faces.labels(gallery=name).set(index.count)
-
-    def _rebuild(self, session: Session, gallery: Gallery) -> GalleryIndex:
-        """A fresh index of ``gallery`` from the database (revision read first)."""
-        index = GalleryIndex(self._model.embedding_size, revision=gallery.revision)
-        for ids, vectors in crud.iter_embeddings(session, gallery_id=gallery.id):
-            if vectors.shape[1] != self._model.embedding_size:
-                raise ModelMismatchError(
-                    f"gallery '{gallery.name}' holds {vectors.shape[1]}-d embeddings, the "
-                    f"model makes {self._model.embedding_size}-d ones"
-                )
-            index.add(ids, vectors, revision=gallery.revision)
-        self._metrics.index_rebuilds.inc()
-        self._publish(gallery.id, gallery.name, index)
-        logger.info("rebuilt the index of gallery '%s' (%d vectors)", gallery.name, index.count)
-        return index
-
-    def _resync(self, gallery_id: int) -> GalleryIndex:
-        """The index of a gallery, rebuilt if it is behind the database."""
-        with self._lock(gallery_id), self._sessions() as session:
-            gallery = session.get(Gallery, gallery_id)
-            if gallery is None:
-                raise NotFoundError("the gallery was deleted")
-            index = self._indexes.get(gallery_id)
-            if index is None or index.revision != gallery.revision:
-                index = self._rebuild(session, gallery)
-            return index
-
-    def _apply(
-        self,
-        gallery_id: int,
-        name: str,
-        revision: int,
-        *,
-        add: tuple[np.ndarray, np.ndarray] | None = None,
-        remove: np.ndarray | None = None,
-    ) -> None:
-        """Applies a committed change to the index; rebuilds if it missed another one."""
-        index = self._indexes.get(gallery_id)
-        if index is not None and index.revision == revision - 1:
-            with index.lock.write():
-                if add is not None:
-                    index.add(add[0], add[1], revision=revision)
-                if remove is not None:
-                    index.remove(remove, revision=revision)
-            self._publish(gallery_id, name, index)
-            return
+    @contextlib.contextmanager
+    def _write(self, name: str) -> Iterator[_Write]:
+        """A write to gallery ``name``: the gallery locked in this process and its row in the
+        database, one transaction. The body changes rows through ``write.session`` and says
+        what happens to the vectors (``write.add``/``remove``, or ``rebuild``); on commit the
+        revision is bumped with it, then the vectors follow, still under the lock."""
         with self._sessions() as session:
-            gallery = session.get(Gallery, gallery_id)
-            if gallery is not None:
-                self._rebuild(session, gallery)
+            gallery_id = self._require_gallery(session, name).id
+        with self.sync.lock(gallery_id):
+            with self._sessions.begin() as session:
+                row = self._require_gallery(session, name, for_update=True)
+                if row.id != gallery_id:
+                    raise ConflictError(f"gallery '{name}' was replaced meanwhile; retry")
+                write = _Write(session, row)
+                yield write
+                revision = crud.bump_revision(session, gallery_id=gallery_id)
+            if write.rebuild:
+                self.sync.rebuild_now(gallery_id)
+            elif self._compatible(row):
+                added = (
+                    (
+                        np.concatenate([ids for ids, _ in write.added]),
+                        np.concatenate([vectors for _, vectors in write.added]),
+                    )
+                    if write.added
+                    else None
+                )
+                removed = np.concatenate(write.removed) if write.removed else None
+                self.sync.apply(gallery_id, name, revision, add=added, remove=removed)
 
-    # -- startup, readiness, persistence ---------------------------------------------------
+    # -- startup, readiness, persistence (the vectors') -------------------------------------
 
     def load_all(self) -> StartupReport:
-        """Loads every compatible gallery's index file, rebuilding missing or stale ones."""
-        report = StartupReport()
-        with self._sessions() as session:
-            for gallery in crud.list_galleries(session):
-                if not self._compatible(gallery):
-                    reason = f"embedded with {gallery.model_name} {gallery.model_version}"
-                    report.skipped[gallery.name] = reason
-                    logger.warning(
-                        "gallery '%s' is %s, the service runs %s %s: not served until re-embedded",
-                        gallery.name,
-                        reason,
-                        self._model.name,
-                        self._model.version,
-                    )
-                    continue
-                problem = self._load_one(session, gallery)
-                if problem is None:
-                    report.loaded.append(gallery.name)
-                    continue
-                logger.warning("index of gallery '%s' %s: rebuilding it", gallery.name, problem)
-                report.rebuilt[gallery.name] = problem
-                self._rebuild(session, gallery)
-        self.flush()
-        return report
-
-    def _load_one(self, session: Session, gallery: Gallery) -> str | None:
-        """Loads one index file; returns why it cannot be used, or None when it was."""
-        try:
-            index = self._store.load(gallery.id, self._key)
-        except FileNotFoundError:
-            return "is missing"
-        except (IndexFileError, OSError) as exc:
-            return f"is corrupted ({exc})"
-        if index.revision != gallery.revision:
-            return f"is stale (revision {index.revision}, database {gallery.revision})"
-        db_ids = crud.face_ids(session, gallery_id=gallery.id)
-        if index.count != len(db_ids) or index.state().ids_sha256 != ids_digest(db_ids):
-            return f"disagrees with the database ({index.count} vectors, {len(db_ids)} faces)"
-        self._publish(gallery.id, gallery.name, index)
-        with self._registry:
-            self._dirty.discard(gallery.id)
-        return None
+        """Loads every compatible gallery's vectors, rebuilding missing or stale ones."""
+        return self.sync.load_all()
 
     def consistency_problems(self) -> list[str]:
-        """Why the indexes and the database disagree (empty: consistent). Catches up first."""
-        problems: list[str] = []
-        with self._sessions() as session:
-            galleries = [g for g in crud.list_galleries(session) if self._compatible(g)]
-            counts = {g.id: crud.count_faces(session, gallery_id=g.id) for g in galleries}
-        for gallery in galleries:
-            try:
-                index = self._resync(gallery.id)
-            except NotFoundError:
-                continue  # deleted meanwhile
-            except ModelMismatchError as exc:
-                problems.append(str(exc))
-                continue
-            if index.count != counts[gallery.id] and index.revision == gallery.revision:
-                problems.append(
-                    f"gallery '{gallery.name}': index has {index.count} vectors, the database "
-                    f"{counts[gallery.id]} faces"
-                )
-        return problems
+        """Why the vectors and the database disagree (empty: consistent)."""
+        return self.sync.consistency_problems()
 
     def flush(self) -> int:
-        """Persists the indexes changed since the last flush; returns how many."""
-        with self._registry:
-            dirty, self._dirty = self._dirty, set()
-            pending = [(gid, self._indexes.get(gid)) for gid in dirty]
-        saved = 0
-        for gallery_id, index in pending:
-            if index is None:
-                continue
-            try:
-                self._store.save(gallery_id, self._key, index)
-                saved += 1
-            except OSError:
-                logger.exception("cannot persist the index of gallery %s", gallery_id)
-                with self._registry:
-                    self._dirty.add(gallery_id)
-        return saved
+        """Persists the vectors changed since the last flush; returns how many galleries."""
+        return self.sync.flush()
+
+    def maintain(self) -> dict[str, str]:
+        """Retrains indexes that have outgrown their training (see ``IndexSync.maintain``)."""
+        return self.sync.maintain()
+
+    def close(self) -> None:
+        self.sync.close()
 
     # -- galleries ---------------------------------------------------------------------------
 
@@ -321,7 +224,7 @@ class GalleryService:
                 gallery_id = gallery.id
         except IntegrityError as exc:
             raise ConflictError(f"gallery '{name}' already exists") from exc
-        self._publish(gallery_id, name, GalleryIndex(self._model.embedding_size, revision=0))
+        self.sync.created(gallery_id, name)
         return out
 
     def list_galleries(self, *, offset: int = 0, limit: int = 100) -> GalleryPage:
@@ -341,16 +244,11 @@ class GalleryService:
     def delete_gallery(self, *, name: str) -> None:
         with self._sessions() as session:
             gallery_id = self._require_gallery(session, name).id
-        with self._lock(gallery_id):
+        with self.sync.lock(gallery_id):
             with self._sessions.begin() as session:
                 self._require_gallery(session, name, for_update=True)
                 crud.delete_gallery(session, gallery_id=gallery_id)
-            with self._registry:
-                self._indexes.pop(gallery_id, None)
-                self._names.pop(gallery_id, None)
-                self._dirty.discard(gallery_id)
-            self._store.delete(gallery_id)
-        self._metrics.gallery_faces.remove_label(name)
+            self.sync.dropped(gallery_id, name)
         logger.info("deleted gallery '%s'", name)
 
     # -- subjects ----------------------------------------------------------------------------
@@ -399,16 +297,10 @@ class GalleryService:
 
     def delete_subject(self, *, gallery: str, subject: str) -> int:
         """Deletes a subject with its faces and vectors; returns how many faces went."""
-        with self._sessions() as session:
-            gallery_id = self._require_gallery(session, gallery).id
-        with self._lock(gallery_id):
-            with self._sessions.begin() as session:
-                row = self._require_gallery(session, gallery, for_update=True)
-                subject_row = self._require_subject(session, row, subject)
-                removed = crud.delete_subject(session, subject_id=subject_row.id)
-                revision = crud.bump_revision(session, gallery_id=gallery_id)
-            if self._compatible(row):
-                self._apply(gallery_id, gallery, revision, remove=removed)
+        with self._write(gallery) as write:
+            subject_row = self._require_subject(write.session, write.gallery, subject)
+            removed = crud.delete_subject(write.session, subject_id=subject_row.id)
+            write.remove(removed)
         return len(removed)
 
     # -- faces -------------------------------------------------------------------------------
@@ -424,27 +316,21 @@ class GalleryService:
         self, *, gallery: str, subject: str, faces: Sequence[crud.NewFace]
     ) -> list[FaceOut]:
         """Stores faces and adds their vectors to the index, atomically for the request."""
-        with self._sessions() as session:
-            gallery_id = self._require_gallery(session, gallery).id
-        with self._lock(gallery_id):
-            with self._sessions.begin() as session:
-                row = self._require_gallery(session, gallery, for_update=True)
-                if row.id != gallery_id:
-                    raise ConflictError(f"gallery '{gallery}' was replaced meanwhile; retry")
-                self._require_compatible(row)
-                subject_row = self._require_subject(session, row, subject)
-                rows = crud.add_faces(
-                    session,
-                    gallery_id=gallery_id,
-                    subject_id=subject_row.id,
-                    model_version=self._model.version,
-                    faces=faces,
-                )
-                revision = crud.bump_revision(session, gallery_id=gallery_id)
-                out = [face_out(face) for face in rows]
-            ids = np.asarray([face.id for face in out], dtype=np.int64)
-            vectors = np.stack([face.embedding for face in faces])
-            self._apply(gallery_id, gallery, revision, add=(ids, vectors))
+        with self._write(gallery) as write:
+            self._require_compatible(write.gallery)
+            subject_row = self._require_subject(write.session, write.gallery, subject)
+            rows = crud.add_faces(
+                write.session,
+                gallery_id=write.gallery.id,
+                subject_id=subject_row.id,
+                model_version=self._model.version,
+                faces=faces,
+            )
+            out = [face_out(face) for face in rows]
+            write.add(
+                np.asarray([face.id for face in out], dtype=np.int64),
+                np.stack([face.embedding for face in faces]),
+            )
         return out
 
     def face_image(self, *, gallery: str, subject: str, face_id: int) -> bytes:
@@ -461,20 +347,12 @@ class GalleryService:
         return image
 
     def delete_face(self, *, gallery: str, subject: str, face_id: int) -> None:
-        with self._sessions() as session:
-            gallery_id = self._require_gallery(session, gallery).id
-        with self._lock(gallery_id):
-            with self._sessions.begin() as session:
-                row = self._require_gallery(session, gallery, for_update=True)
-                subject_row = self._require_subject(session, row, subject)
-                if crud.get_face(session, subject_id=subject_row.id, face_id=face_id) is None:
-                    raise NotFoundError(f"face {face_id} not found for subject '{subject}'")
-                crud.delete_face(session, face_id=face_id)
-                revision = crud.bump_revision(session, gallery_id=gallery_id)
-            if self._compatible(row):
-                self._apply(
-                    gallery_id, gallery, revision, remove=np.asarray([face_id], dtype=np.int64)
-                )
+        with self._write(gallery) as write:
+            subject_row = self._require_subject(write.session, write.gallery, subject)
+            if crud.get_face(write.session, subject_id=subject_row.id, face_id=face_id) is None:
+                raise NotFoundError(f"face {face_id} not found for subject '{subject}'")
+            crud.delete_face(write.session, face_id=face_id)
+            write.remove(np.asarray([face_id], dtype=np.int64))
 
     # -- search ------------------------------------------------------------------------------
 
@@ -484,21 +362,14 @@ class GalleryService:
             row = self._require_gallery(session, gallery)
             self._require_compatible(row)
             gallery_id, revision = row.id, row.revision
-        index = self._indexes.get(gallery_id)
-        if index is None or index.revision != revision:
-            index = self._resync(gallery_id)
-        if self._search_threads:
-            # OpenMP keeps the thread count per calling thread: set it in this worker.
-            faiss.omp_set_num_threads(self._search_threads)
         k = top_k * 4
         while True:
-            with index.lock.read():
-                total = index.count
-                sims, ids = index.search(vector, min(k, total))
+            hits = self.sync.search(gallery_id, revision, vector, k)
             with self._sessions() as session:
-                owners = crud.subjects_of_faces(session, face_ids=ids.tolist())
+                owners = crud.subjects_of_faces(session, face_ids=hits.ids.tolist())
             best: dict[str, Candidate] = {}
-            for similarity, face_id in zip(sims.tolist(), ids.tolist(), strict=True):
+            for similarity, face_id in zip(hits.similarities.tolist(), hits.ids.tolist(),
+                                           strict=True):
                 found = owners.get(int(face_id))
                 if found is None or found[0] in best:
                     continue  # deleted meanwhile, or a worse face of a subject already in
@@ -507,7 +378,7 @@ class GalleryService:
                     subject=owner, similarity=float(similarity), face=int(face_id),
                     face_quality=quality,
                 )
-            if len(best) >= top_k or k >= total:
+            if len(best) >= top_k or hits.exhausted:
                 return list(best.values())[:top_k]
             k *= 4
 
@@ -531,28 +402,23 @@ class GalleryService:
         self, *, gallery: str, face_ids: Sequence[int], vectors: np.ndarray
     ) -> GalleryOut:
         """Stores new embeddings made by the served model and moves the gallery to it."""
+        with self._write(gallery) as write:
+            row, session = write.gallery, write.session
+            current = set(crud.face_ids(session, gallery_id=row.id).tolist())
+            if not current <= set(face_ids):
+                raise ConflictError(f"gallery '{gallery}' changed during re-embedding; retry")
+            for face_id, vector in zip(face_ids, vectors, strict=True):
+                if face_id in current:
+                    crud.set_embedding(
+                        session,
+                        face_id=face_id,
+                        embedding=vector,
+                        model_version=self._model.version,
+                    )
+            row.model_name = self._model.name
+            row.model_version = self._model.version
+            row.embedding_size = self._model.embedding_size
+            session.flush()
+            write.rebuild = True
         with self._sessions() as session:
-            gallery_id = self._require_gallery(session, gallery).id
-        with self._lock(gallery_id):
-            with self._sessions.begin() as session:
-                row = self._require_gallery(session, gallery, for_update=True)
-                current = set(crud.face_ids(session, gallery_id=gallery_id).tolist())
-                if not current <= set(face_ids):
-                    raise ConflictError(f"gallery '{gallery}' changed during re-embedding; retry")
-                for face_id, vector in zip(face_ids, vectors, strict=True):
-                    if face_id in current:
-                        crud.set_embedding(
-                            session,
-                            face_id=face_id,
-                            embedding=vector,
-                            model_version=self._model.version,
-                        )
-                row.model_name = self._model.name
-                row.model_version = self._model.version
-                row.embedding_size = self._model.embedding_size
-                session.flush()
-                crud.bump_revision(session, gallery_id=gallery_id)
-            with self._sessions() as session:
-                row = self._require_gallery(session, gallery)
-                self._rebuild(session, row)
-                return self._gallery_out(session, row)
+            return self._gallery_out(session, self._require_gallery(session, gallery))

@@ -1,11 +1,17 @@
 """FAISS indexes of gallery embeddings, and their crash-safe files.
 
-One index per gallery: ``IndexIDMap2`` over ``IndexFlatIP`` on L2-normalised vectors
-(inner product = cosine), keyed by the database id of each face. The database is the
-source of truth; an index file is a cache that records the gallery revision, the number
-of vectors and a hash of their ids, so a stale or corrupted file is detected and the
-index rebuilt. Files are written to a temporary file, fsynced and renamed atomically,
-one writer at a time (an ``flock`` on ``.lock`` in the index folder).
+One index per gallery over L2-normalised vectors (inner product = cosine), keyed by the
+database id of each face. Below ``AnnPolicy.min_faces`` it is exact
+(``IndexIDMap2(IndexFlatIP)``); from there on it is an inverted file
+(``IndexIVFFlat``) trained on the gallery's own vectors, its ``nprobe`` calibrated at
+training time for a recall@1 target against the exact scan, and retrained once the
+gallery has grown by ``retrain_growth`` (``needs_rebuild``). Removed ids leave both kinds
+at once, so a deleted face is never returned.
+
+The database is the source of truth; an index file is a cache that records the gallery
+revision, the number of vectors and a hash of their ids, so a stale or corrupted file is
+detected and the index rebuilt. Files are written to a temporary file, fsynced and
+renamed atomically, one writer at a time (an ``flock`` on ``.lock`` in the index folder).
 """
 
 from __future__ import annotations
@@ -85,6 +91,72 @@ class IndexState:
     ids_sha256: str
 
 
+@dataclass(frozen=True)
+class AnnPolicy:
+    """When a gallery's index is approximate, and how (``LRFR_ANN_*`` settings).
+
+    Attributes:
+        min_faces: galleries with fewer faces are searched exactly (flat scan).
+        nlist: inverted lists of the IVF index; 0: about ``sqrt(faces)`` (a power of two).
+        nprobe: lists visited per query; 0: the smallest that reaches ``recall`` on
+            calibration queries when the index is trained.
+        recall: recall@1 against the exact scan that the calibrated ``nprobe`` reaches.
+        retrain_growth: retrain once the gallery has this many times the faces it was
+            trained on (or has shrunk below ``1 / retrain_growth`` of them).
+        calibration_queries: gallery vectors used as queries to calibrate ``nprobe``.
+    """
+
+    min_faces: int = 100_000
+    nlist: int = 0
+    nprobe: int = 0
+    recall: float = 0.99
+    retrain_growth: float = 2.0
+    calibration_queries: int = 500
+
+    def nlist_for(self, count: int) -> int:
+        if self.nlist:
+            return self.nlist
+        return int(min(65_536, max(16, 2 ** round(np.log2(max(1.0, np.sqrt(count)))))))
+
+
+def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    return np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+
+
+def _calibrate_nprobe(
+    ivf: faiss.IndexIVFFlat, ids: np.ndarray, vectors: np.ndarray, policy: AnnPolicy
+) -> tuple[int, float]:
+    """The smallest power-of-two ``nprobe`` whose recall@1 against the exact scan reaches
+    ``policy.recall``; returns it with the recall measured.
+
+    Queries are gallery vectors, each one's own entry left out of both answers (the
+    nearest *other* face), which is harder than a probe of a person enrolled several times.
+    """
+    rng = np.random.default_rng(0)
+    n = min(policy.calibration_queries, len(ids))
+    if n == 0:
+        return 1, 1.0
+    chosen = rng.choice(len(ids), size=n, replace=False)
+    queries = vectors[chosen]
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    exact_sims, exact_rows = exact.search(queries, 2)
+    del exact
+    # the exact nearest other face and its similarity (ties: any face that good counts)
+    other = exact_rows[:, 0] == chosen
+    truth_sims = np.where(other, exact_sims[:, 1], exact_sims[:, 0])
+    nprobe, recall = 1, 0.0
+    while True:
+        ivf.nprobe = nprobe
+        sims, found = ivf.search(queries, 2)
+        own = found[:, 0] == ids[chosen]
+        got = np.where(own, sims[:, 1], sims[:, 0])
+        recall = float(np.mean(got >= truth_sims - 1e-6))
+        if recall >= policy.recall or nprobe >= ivf.nlist:
+            return nprobe, recall
+        nprobe = min(ivf.nlist, nprobe * 2)
+
+
 class GalleryIndex:
     """The FAISS index of one gallery, with the database revision it reflects.
 
@@ -96,24 +168,143 @@ class GalleryIndex:
     def __init__(self, dim: int, revision: int = -1) -> None:
         self.dim = dim
         self.revision = revision
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        #: the number of vectors an IVF index was trained on (0: exact index)
+        self.trained_on = 0
         self.lock = ReadWriteLock()
+        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        revision: int,
+        policy: AnnPolicy | None = None,
+    ) -> GalleryIndex:
+        """A new index of ``vectors`` under ``ids``: exact below ``policy.min_faces``, else
+        an IVF index trained on them with ``nprobe`` calibrated (or set by the policy)."""
+        policy = policy or AnnPolicy()
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = _unit_rows(vectors, dim)
+        result = cls(dim, revision=revision)
+        if len(ids) < policy.min_faces:
+            result.add(ids, vectors, revision=revision)
+            return result
+        nlist = policy.nlist_for(len(ids))
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # 10 k-means iterations on <= 64 points per list: the lists need not be optimal, only
+        # balanced enough; nprobe is calibrated on what they are
+        ivf.cp.niter = 10
+        ivf.cp.max_points_per_centroid = 64
+        ivf.cp.seed = 1234
+        ivf.train(vectors)
+        ivf.add_with_ids(vectors, ids)
+        if policy.nprobe:
+            ivf.nprobe = min(policy.nprobe, nlist)
+        else:
+            ivf.nprobe, recall = _calibrate_nprobe(ivf, ids, vectors, policy)
+            logger.info(
+                "IVF index of %d vectors: nlist %d, nprobe %d (recall@1 %.3f on calibration)",
+                len(ids), nlist, ivf.nprobe, recall,
+            )
+        result.index = ivf
+        result.trained_on = len(ids)
+        return result
+
+    @property
+    def kind(self) -> str:
+        """``flat`` (exact) or ``ivf`` (approximate)."""
+        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "flat"
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "flat"
 
     @property
     def count(self) -> int:
         return int(self.index.ntotal)
 
     def ids(self) -> np.ndarray:
+        if isinstance(self.index, faiss.IndexIVF):
+            return self._ivf_contents(vectors=False)[0]
+        assert isinstance(self.index, faiss.IndexIDMap2)
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every entry; caller holds the read lock."""
+        if isinstance(self.index, faiss.IndexIVF):
+            ids, vectors = self._ivf_contents(vectors=True)
+            assert vectors is not None
+            return ids, vectors
+        assert isinstance(self.index, faiss.IndexIDMap2)
+        if not self.count:
+            return self.ids(), np.zeros((0, self.dim), np.float32)
+        # positions in the flat index follow the id map
+        return self.ids(), self.index.index.reconstruct_n(0, self.count)
+
+    def _ivf_contents(self, *, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        ivf = self.index
+        assert isinstance(ivf, faiss.IndexIVF)
+        lists = ivf.invlists
+        assert lists is not None
+        id_parts, vector_parts = [np.zeros(0, dtype=np.int64)], [np.zeros((0, self.dim), "f4")]
+        for list_no in range(ivf.nlist):
+            size = lists.list_size(list_no)
+            if not size:
+                continue
+            id_parts.append(faiss.rev_swig_ptr(lists.get_ids(list_no), size).copy())
+            if vectors:
+                codes = faiss.rev_swig_ptr(lists.get_codes(list_no), size * ivf.code_size)
+                vector_parts.append(codes.view(np.float32).reshape(size, self.dim).copy())
+        ids = np.concatenate(id_parts).astype(np.int64)
+        return ids, np.concatenate(vector_parts) if vectors else None
 
     def state(self) -> IndexState:
         return IndexState(self.revision, self.count, ids_digest(self.ids()))
 
+    def needs_rebuild(self, policy: AnnPolicy) -> str | None:
+        """Why the index should be rebuilt under ``policy`` (None: it need not)."""
+        if self.exact:
+            if self.count >= policy.min_faces:
+                return f"{self.count} faces reached the exact-search limit {policy.min_faces}"
+            return None
+        if self.count < policy.min_faces / policy.retrain_growth:
+            return f"{self.count} faces: exact search is cheap again"
+        if self.count >= self.trained_on * policy.retrain_growth:
+            return f"{self.count} faces, trained on {self.trained_on}"
+        if self.count * policy.retrain_growth <= self.trained_on:
+            return f"{self.count} faces, trained on {self.trained_on}"
+        return None
+
+    def start_journal(self) -> None:
+        """Records the changes from now on, for ``replay`` on a rebuilt copy."""
+        self._journal = []
+
+    def stop_journal(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        journal, self._journal = self._journal or [], None
+        return journal
+
+    def replay(self, journal: list[tuple[np.ndarray, np.ndarray | None]], revision: int) -> None:
+        """Applies recorded changes (adds with vectors, removals without); caller holds
+        the write lock."""
+        for ids, vectors in journal:
+            if vectors is None:
+                self.remove(ids, revision=revision)
+            else:
+                self.add(ids, vectors, revision=revision)
+        self.revision = revision
+
     def add(self, ids: np.ndarray, vectors: np.ndarray, *, revision: int) -> None:
         """Adds ``vectors`` (N, dim), L2-normalised, under ``ids``; caller holds the write lock."""
         if len(ids):
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-            self.index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+            vectors = _unit_rows(vectors, self.dim)
+            ids64 = np.asarray(ids, dtype=np.int64)
+            self.index.add_with_ids(vectors, ids64)
+            if self._journal is not None:
+                self._journal.append((ids64, vectors))
         self.revision = revision
 
     def remove(self, ids: np.ndarray | list[int], *, revision: int) -> int:
@@ -123,11 +314,16 @@ class GalleryIndex:
             # faiss's wrapper takes an id array; its stubs know only IDSelector
             ids64 = np.asarray(ids, dtype=np.int64)
             removed = int(self.index.remove_ids(ids64))  # type: ignore[arg-type]
+            if self._journal is not None:
+                self._journal.append((ids64, None))
         self.revision = revision
         return removed
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (similarities, ids) of one query vector; caller holds the read lock."""
+        """Top-``k`` (similarities, ids) of one query vector; caller holds the read lock.
+
+        An IVF index answers fewer than ``k`` when the lists it visits hold fewer.
+        """
         k = min(k, self.count)
         if k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -149,6 +345,8 @@ class GalleryIndex:
                 "revision": state.revision,
                 "count": state.count,
                 "ids_sha256": state.ids_sha256,
+                "kind": self.kind,
+                "trained_on": self.trained_on,
                 "payload_sha256": hashlib.sha256(payload).hexdigest(),
             }
         ).encode()
@@ -186,9 +384,13 @@ class GalleryIndex:
         result = cls(int(header["dim"]), revision=int(header["revision"]))
         if index.d != result.dim:
             raise IndexFileError(f"payload has dim {index.d}, header says {result.dim}")
-        result.index = (
-            faiss.IndexIDMap2(index) if not isinstance(index, faiss.IndexIDMap2) else index
-        )
+        if isinstance(index, faiss.IndexIVFFlat):
+            result.index = index
+            result.trained_on = int(header.get("trained_on", index.ntotal))
+        elif isinstance(index, faiss.IndexIDMap2):
+            result.index = index
+        else:
+            raise IndexFileError(f"unexpected FAISS index type {type(index).__name__}")
         state = result.state()
         if state.count != header["count"] or state.ids_sha256 != header["ids_sha256"]:
             raise IndexFileError("payload disagrees with the header (count or ids)")

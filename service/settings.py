@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifact import THRESHOLD_FARS
@@ -104,6 +104,63 @@ class Settings(BaseSettings):
         "thread anyway; more threads only spin against ONNX Runtime.",
     )
     index_flush_seconds: float = Field(default=30.0, gt=0, description="Index persist interval.")
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="Where gallery vectors are searched: 'faiss' (in this process, index "
+        "files under <data_dir>/index) or 'milvus' (LRFR_MILVUS_URI; pip install lrfr[milvus]).",
+    )
+    ann_min_faces: int = Field(
+        default=50_000,
+        gt=0,
+        description="FAISS: galleries with at least this many faces get an approximate "
+        "(IVF) index; smaller ones are scanned exactly.",
+    )
+    ann_nlist: int = Field(
+        default=0, ge=0, description="FAISS IVF lists; 0: about sqrt(faces), a power of two."
+    )
+    ann_nprobe: int = Field(
+        default=0,
+        ge=0,
+        description="FAISS IVF lists visited per query; 0: calibrated for LRFR_ANN_RECALL "
+        "when the index is trained.",
+    )
+    ann_recall: float = Field(
+        default=0.99,
+        gt=0,
+        le=1,
+        description="recall@1 against exact search that the calibrated nprobe reaches.",
+    )
+    ann_retrain_growth: float = Field(
+        default=2.0,
+        gt=1,
+        description="Retrain an IVF index once its gallery has grown (or shrunk) this many "
+        "times from the size it was trained on.",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus server (http://host:19530) or a milvus-lite file; default "
+        "<data_dir>/milvus.db (embedded milvus-lite).",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus credentials ('user:password' or an API key)."
+    )
+    milvus_db: str | None = Field(default=None, description="Milvus database (default: its).")
+    milvus_collection_prefix: str = Field(
+        default="lrfr",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Prefix of the collection names (one per gallery and model version); "
+        "services with different databases sharing one Milvus need different prefixes.",
+    )
+    milvus_index_type: str = Field(
+        default="AUTOINDEX",
+        description="Milvus index of the vectors (AUTOINDEX, HNSW, IVF_FLAT, FLAT, ...).",
+    )
+    milvus_index_params: dict[str, Any] = Field(
+        default_factory=dict, description="JSON: build parameters, e.g. {\"M\": 16}."
+    )
+    milvus_search_params: dict[str, Any] = Field(
+        default_factory=dict, description="JSON: search parameters, e.g. {\"ef\": 64}."
+    )
     auto_migrate: bool = Field(default=True, description="Run Alembic migrations at startup.")
     store_face_images: bool = Field(
         default=True, description="Keep each enrolled face (PNG) so galleries can be re-embedded."
@@ -175,6 +232,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus URI, defaulting to an embedded milvus-lite file in the data folder."""
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 
     @property
     def auth_disabled(self) -> bool:
