@@ -6,32 +6,21 @@ from collections.abc import Callable
 
 from torch import nn
 
+from models.registry import Registry
+
 BackboneBuilder = Callable[..., nn.Module]
 
-_BACKBONES: dict[str, BackboneBuilder] = {}
-
-
-def _key(name: str) -> str:
-    """Lookup key: case, '-' and '_' are ignored, so 'IR-50', 'ir_50' and 'ir50' agree."""
-    return name.lower().replace("-", "").replace("_", "")
+_BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator registering a builder ``fn(embedding_size=..., **kw) -> nn.Module``."""
-
-    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
-        key = _key(name)
-        if key in {_key(n) for n in _BACKBONES}:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = builder
-        return builder
-
-    return decorator
+    return _BACKBONES.decorator(name)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`, in registration order."""
-    return list(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def create_backbone(
@@ -56,10 +45,6 @@ def create_backbone(
     Raises:
         ValueError: ``name`` is not registered; the message lists the valid names.
     """
-    by_key = {_key(n): n for n in _BACKBONES}
-    canonical = by_key.get(_key(name))
-    if canonical is None:
-        raise ValueError(f"unknown backbone {name!r}; valid names: {list_backbones()}")
-    return _BACKBONES[canonical](
+    return _BACKBONES.get(name)(
         embedding_size=embedding_size, dropout=dropout, input_size=input_size, **kwargs
     )

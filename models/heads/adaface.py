@@ -75,9 +75,7 @@ class AdaFaceHead(MarginHead):
         if signal.numel() > 1:  # the spread of a single sample is undefined
             self.running_std.mul_(1.0 - self.t_alpha).add_(self.t_alpha * signal.std())
 
-    def margin_logits(
-        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
-    ) -> torch.Tensor:
+    def margin_target(self, cos_y: torch.Tensor, signals: Signals) -> torch.Tensor:
         signal = self.quality_signal(signals.norms, signals.quality).detach().float()
         if self.training:
             self._update_statistics(signal)
@@ -85,8 +83,6 @@ class AdaFaceHead(MarginHead):
         z_hat = z_hat.clamp(-1.0, 1.0)
         g_angle = -self.margin * z_hat
         g_add = self.margin + self.margin * z_hat
-        theta = torch.acos(self.target_column(cosine, labels))
-        shifted = (theta + g_angle).clamp(self.eps, math.pi - self.eps)
-        target = torch.cos(shifted) - g_add
+        shifted = (torch.acos(cos_y) + g_angle).clamp(self.eps, math.pi - self.eps)
         self.last_stats = {"z_hat": z_hat, "g_angle": g_angle, "g_add": g_add}
-        return self.scaled(self.with_target(cosine, labels, target))
+        return torch.cos(shifted) - g_add

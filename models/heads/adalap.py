@@ -26,8 +26,11 @@ class AdaLaPHead(AdaFaceHead):
     at t_α = 0.01), as AdaFace's own wide start (σ = 100 for norms near 20) does.
 
     Args:
+        init_mean: initial μ [1.3].
+        init_std: initial σ [5].
         quality_eps: ε_q inside the log [1e-6]; keeps a flat image (q = 0) finite.
-        Others as :class:`AdaFaceHead`.
+        **adaface: ``scale``, ``margin``, ``h``, ``t_alpha`` and ``eps``, as
+            :class:`AdaFaceHead` (same defaults).
     """
 
     needs_quality = True
@@ -36,25 +39,14 @@ class AdaLaPHead(AdaFaceHead):
         self,
         embedding_size: int,
         num_classes: int,
-        scale: float = 64.0,
-        margin: float = 0.4,
-        h: float = 0.333,
-        t_alpha: float = 0.01,
-        eps: float = 1e-3,
+        *,
         init_mean: float = 1.3,
         init_std: float = 5.0,
         quality_eps: float = 1e-6,
+        **adaface: float,
     ) -> None:
         super().__init__(
-            embedding_size,
-            num_classes,
-            scale=scale,
-            margin=margin,
-            h=h,
-            t_alpha=t_alpha,
-            eps=eps,
-            init_mean=init_mean,
-            init_std=init_std,
+            embedding_size, num_classes, init_mean=init_mean, init_std=init_std, **adaface
         )
         if quality_eps <= 0:
             raise ValueError(f"quality_eps must be positive, got {quality_eps}")

@@ -38,15 +38,12 @@ class ResolutionAwareMarginHead(MarginHead):
         self.margin_hr = margin_hr
         self.margin_lr = margin_lr
 
-    def margin_logits(
-        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
-    ) -> torch.Tensor:
+    def margin_target(self, cos_y: torch.Tensor, signals: Signals) -> torch.Tensor:
         degraded = signals.degraded
         assert degraded is not None  # guaranteed by forward(); narrows the type
-        flags = degraded.to(device=cosine.device, dtype=torch.bool)
+        flags = degraded.to(device=cos_y.device, dtype=torch.bool)
         margins = torch.where(
-            flags, cosine.new_tensor(self.margin_lr), cosine.new_tensor(self.margin_hr)
+            flags, cos_y.new_tensor(self.margin_lr), cos_y.new_tensor(self.margin_hr)
         )
-        target = arc_margin_target(self.target_column(cosine, labels), margins)
         self.last_stats = {"margin": margins.detach()}
-        return self.scaled(self.with_target(cosine, labels, target))
+        return arc_margin_target(cos_y, margins)

@@ -55,12 +55,9 @@ class LaplacianMarginHead(MarginHead):
         q = quality.detach().float().clamp_min(0.0)
         return (self.kappa / (q + self.eps)).clamp(self.margin_min, self.margin_max)
 
-    def margin_logits(
-        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
-    ) -> torch.Tensor:
+    def margin_target(self, cos_y: torch.Tensor, signals: Signals) -> torch.Tensor:
         quality = signals.quality
         assert quality is not None  # guaranteed by forward(); narrows the type
-        margins = self.sample_margins(quality.to(cosine.device))
-        target = arc_margin_target(self.target_column(cosine, labels), margins)
+        margins = self.sample_margins(quality.to(cos_y.device))
         self.last_stats = {"margin": margins}
-        return self.scaled(self.with_target(cosine, labels, target))
+        return arc_margin_target(cos_y, margins)

@@ -8,7 +8,6 @@ scale s. A head only says how the target logit (and, rarely, the others) is form
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,10 +49,11 @@ class Signals:
     degraded: torch.Tensor | None = None
 
 
-class MarginHead(nn.Module, ABC):
+class MarginHead(nn.Module):
     """Class centres plus a margin on the target logit; the loss is CE over the logits.
 
-    Subclasses implement :meth:`margin_logits`. Heads that need the image quality q or
+    Subclasses implement :meth:`margin_target` (the target cosine after the margin), or
+    :meth:`margin_logits` when the other logits change too. Heads that need the image quality q or
     the "degraded" flags set ``needs_quality`` / ``needs_degraded``; :meth:`forward`
     then refuses to run without them.
 
@@ -173,11 +173,22 @@ class MarginHead(nn.Module, ABC):
         norms = embeddings.float().norm(dim=1)
         return self.margin_logits(cosine, labels, Signals(norms, quality, degraded))
 
-    @abstractmethod
     def margin_logits(
         self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
     ) -> torch.Tensor:
-        """Logits from the clamped cosines (B, C) and the per-sample ``signals``."""
+        """Logits from the clamped cosines (B, C) and the per-sample ``signals``.
+
+        By default s cos θ_j, with the target column replaced by :meth:`margin_target`;
+        heads that form the other logits differently (SphereFace) override this instead.
+        """
+        target = self.margin_target(self.target_column(cosine, labels), signals)
+        return self.scaled(self.with_target(cosine, labels, target))
+
+    def margin_target(self, cos_y: torch.Tensor, signals: Signals) -> torch.Tensor:
+        """The target cosine (B,) after the margin, from cos θ_y (B,)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither margin_target nor margin_logits"
+        )
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}"

@@ -26,8 +26,5 @@ class CosFaceHead(MarginHead):
         super().__init__(embedding_size, num_classes, scale)
         self.margin = margin
 
-    def margin_logits(
-        self, cosine: torch.Tensor, labels: torch.Tensor, signals: Signals
-    ) -> torch.Tensor:
-        target = self.target_column(cosine, labels) - self.margin
-        return self.scaled(self.with_target(cosine, labels, target))
+    def margin_target(self, cos_y: torch.Tensor, signals: Signals) -> torch.Tensor:
+        return cos_y - self.margin

@@ -7,24 +7,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from models.heads.base import MarginHead
+from models.registry import Registry
 
 HeadT = TypeVar("HeadT", bound=type[MarginHead])
 
-_HEADS: dict[str, type[MarginHead]] = {}
-
-
-def _key(name: str) -> str:
-    """Lookup key: case, '-' and '_' are ignored."""
-    return name.lower().replace("-", "").replace("_", "")
+_HEADS: Registry[type[MarginHead]] = Registry("head")
 
 
 def register_head(name: str) -> Callable[[HeadT], HeadT]:
     """Class decorator registering a :class:`MarginHead` subclass under ``name``."""
 
     def decorator(cls: HeadT) -> HeadT:
-        if _key(name) in {_key(n) for n in _HEADS}:
-            raise ValueError(f"head {name!r} is already registered")
-        _HEADS[name] = cls
+        _HEADS.add(name, cls)
         cls.registered_name = name
         return cls
 
@@ -33,26 +27,34 @@ def register_head(name: str) -> Callable[[HeadT], HeadT]:
 
 def list_heads() -> list[str]:
     """Names accepted by :func:`create_head`, in registration order."""
-    return list(_HEADS)
+    return _HEADS.names()
 
 
 def head_class(name: str) -> type[MarginHead]:
     """The class registered under ``name`` (case, '-' and '_' ignored)."""
-    by_key = {_key(n): n for n in _HEADS}
-    canonical = by_key.get(_key(name))
-    if canonical is None:
-        raise ValueError(f"unknown head {name!r}; valid names: {list_heads()}")
-    return _HEADS[canonical]
+    return _HEADS.get(name)
 
 
 def head_params(name: str) -> dict[str, object]:
-    """The hyper-parameters of head ``name`` with their defaults."""
-    signature = inspect.signature(head_class(name).__init__)
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.name not in ("self", "embedding_size", "num_classes")
-    }
+    """The hyper-parameters of head ``name`` with their defaults.
+
+    A constructor that takes ``**kwargs`` hands them to its base class (AdaLaP to
+    AdaFace), whose own parameters are then accepted too.
+    """
+    params: dict[str, object] = {}
+    for cls in head_class(name).__mro__:
+        init = vars(cls).get("__init__")
+        if init is None:
+            continue
+        forwards = False
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                forwards = True
+            elif p.name not in ("self", "embedding_size", "num_classes"):
+                params.setdefault(p.name, p.default)
+        if not forwards:
+            return params
+    return params
 
 
 def create_head(name: str, embedding_size: int, num_classes: int, **params: Any) -> MarginHead:

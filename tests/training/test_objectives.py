@@ -31,7 +31,7 @@ def test_registry_knows_the_builtin_objectives() -> None:
 def test_unknown_objective_lists_the_valid_ones(
     tiny_config: Callable[..., TrainConfig],
 ) -> None:
-    with pytest.raises(ValueError, match=r"unknown objective 'triplet'; valid: \[.*margin"):
+    with pytest.raises(ValueError, match=r"unknown objective 'triplet'; valid names: \[.*margin"):
         create_objective("triplet", tiny_config(), 6, 32)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from models.registry import Registry, lookup_key
 from training.config import ConfigError
 from training.objectives.base import Objective, ObjectiveBuilder
 from training.objectives.distill import build_distillation
@@ -14,35 +15,24 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.data import FaceSource
 
-_OBJECTIVES: dict[str, ObjectiveBuilder] = {}
+_OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")
 
 
 def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
     """Decorator registering ``builder(config, num_classes, embedding_size)``."""
-
-    def decorator(builder: ObjectiveBuilder) -> ObjectiveBuilder:
-        if name in _OBJECTIVES:
-            raise ValueError(f"objective {name!r} is already registered")
-        _OBJECTIVES[name] = builder
-        return builder
-
-    return decorator
+    return _OBJECTIVES.decorator(name)
 
 
 def list_objectives() -> list[str]:
     """Names accepted by :func:`create_objective`, in registration order."""
-    return list(_OBJECTIVES)
+    return _OBJECTIVES.names()
 
 
 def create_objective(
     name: str, config: TrainConfig, num_classes: int, embedding_size: int
 ) -> Objective:
     """Builds objective ``name``; fails with the list of valid names."""
-    try:
-        builder = _OBJECTIVES[name]
-    except KeyError:
-        raise ValueError(f"unknown objective {name!r}; valid: {list(_OBJECTIVES)}") from None
-    return builder(config, num_classes, embedding_size)
+    return _OBJECTIVES.get(name)(config, num_classes, embedding_size)
 
 
 def build_objective(
@@ -53,6 +43,6 @@ def build_objective(
     objective = create_objective(name, config, source.num_classes, embedding_size)
     if config.distill is None:
         return objective
-    if name != "margin":
+    if lookup_key(name) != "margin":
         raise ConfigError("distill works beside the margin head (lrfr train) only")
     return build_distillation(objective, config, source, embedding_size)
