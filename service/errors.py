@@ -21,9 +21,7 @@ class ServiceError(Exception):
 
 
 class InvalidImageError(ServiceError):
-    """The file is empty, truncated or corrupt."""
-
-    status_code = 400
+    """The file is empty, truncated or corrupt (400, the base's status)."""
 
 
 class UnsupportedImageError(ServiceError):
@@ -48,13 +46,15 @@ class ConflictError(ServiceError):
     status_code = 409
 
 
-class ModelMismatchError(ServiceError):
+class ModelMismatchError(ConflictError):
     """A gallery was embedded with another model version than the one served."""
 
-    status_code = 409
 
-
-class QualityRefusedError(ServiceError):
-    """Every face of an enrollment was under the quality floor."""
+class UnusableFaceError(ServiceError):
+    """The image was read, but no face in it can be used for the request (422)."""
 
     status_code = 422
+
+
+class QualityRefusedError(UnusableFaceError):
+    """Every face of an enrollment was under the quality floor."""

@@ -26,7 +26,7 @@ from PIL import Image
 from models.alignment import align_face
 from models.detector import Detection, FaceDetector, largest_first
 from models.embedder import resize_to_input
-from service.errors import ServiceError
+from service.errors import UnusableFaceError
 
 FaceMode = Literal["auto", "aligned", "box"]
 Alignment = Literal["landmarks", "box", "as_is"]
@@ -44,22 +44,16 @@ SMALL_IMAGE_SIDE = 64
 SIMILAR_AREA = 0.5
 
 
-class NoFaceError(ServiceError):
+class NoFaceError(UnusableFaceError):
     """No face in an image large enough that one should have been found."""
 
-    status_code = 422
 
-
-class SeveralFacesError(ServiceError):
+class SeveralFacesError(UnusableFaceError):
     """Two or more faces of similar size where one was expected (enrollment)."""
 
-    status_code = 422
 
-
-class FaceIndexError(ServiceError):
+class FaceIndexError(UnusableFaceError):
     """``face_index`` points past the faces found."""
-
-    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ database sees them (PostgreSQL refuses NUL in text with an error, SQLite stores 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import Form, Path
 
@@ -23,39 +24,24 @@ _NAME_RULE = (
     f"at most {NAME_MAX_LENGTH} characters"
 )
 
-GalleryName = Annotated[
-    str,
-    Path(
+
+def _name_param(place: Callable[..., Any], description: str, example: str) -> Any:
+    """A ``Path`` or ``Form`` parameter that carries a gallery name or subject id."""
+    return place(
         pattern=NAME_PATTERN,
         min_length=1,
         max_length=NAME_MAX_LENGTH,
-        description=f"The gallery's name: {_NAME_RULE}.",
-        examples=["staff"],
-    ),
-]
-SubjectId = Annotated[
-    str,
-    Path(
-        pattern=NAME_PATTERN,
-        min_length=1,
-        max_length=NAME_MAX_LENGTH,
-        description=f"The subject's id in its gallery: {_NAME_RULE}.",
-        examples=["s3"],
-    ),
-]
+        description=f"{description}: {_NAME_RULE}.",
+        examples=[example],
+    )
+
+
+GalleryName = Annotated[str, _name_param(Path, "The gallery's name", "staff")]
+SubjectId = Annotated[str, _name_param(Path, "The subject's id in its gallery", "s3")]
 FaceId = Annotated[
     int, Path(ge=1, le=INT64_MAX, description="A face id, as assigned by the service.")
 ]
-GalleryField = Annotated[
-    str,
-    Form(
-        pattern=NAME_PATTERN,
-        min_length=1,
-        max_length=NAME_MAX_LENGTH,
-        description=f"The gallery's name: {_NAME_RULE}.",
-        examples=["staff"],
-    ),
-]
+GalleryField = Annotated[str, _name_param(Form, "The gallery's name", "staff")]
 FaceField = Annotated[
     Literal["auto", "aligned", "box"] | None,
     Form(
