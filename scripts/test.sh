@@ -12,7 +12,7 @@ fi
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch that lies on this machine's disk; never a CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[train,service,dev]"
+python -m pip install --quiet -e ".[train,service,milvus,dev]"
 ruff check .
 mypy
 python -m pytest "$@"

@@ -1,5 +1,9 @@
 """Fixtures of the service tests: the reference ONNX model, settings, a running app on
-SQLite and (when ``LRFR_TEST_POSTGRES_URL`` is set) PostgreSQL, and image helpers."""
+SQLite and (when ``LRFR_TEST_POSTGRES_URL`` is set) PostgreSQL, and image helpers.
+
+The gallery suites (``BACKEND_MODULES``) run on both vector backends: FAISS and Milvus
+(embedded milvus-lite, one file per test; skipped when ``lrfr[milvus]`` is not installed).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,32 @@ from service.settings import Settings
 from tests.support.service import ADMIN_KEY, CLIENT_KEY
 
 POSTGRES_ENV = "LRFR_TEST_POSTGRES_URL"
+#: test modules whose every test runs on each vector backend
+BACKEND_MODULES = {"test_service_api_galleries", "test_service_backends"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    chosen = any(  # a test that names its backend itself
+        "vector_backend" in str(mark.args[0]) for mark in metafunc.definition.iter_markers(
+            "parametrize")
+    )
+    if "vector_backend" in metafunc.fixturenames and module in BACKEND_MODULES and not chosen:
+        metafunc.parametrize(
+            "vector_backend",
+            ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)],
+            indirect=True,
+        )
+
+
+@pytest.fixture
+def vector_backend(request: pytest.FixtureRequest) -> str:
+    """``faiss``, or ``milvus`` in the gallery suites (``BACKEND_MODULES``)."""
+    backend = getattr(request, "param", "faiss")
+    if backend == "milvus":
+        pytest.importorskip("pymilvus", reason="pip install 'lrfr[milvus]' for the Milvus tests")
+        pytest.importorskip("milvus_lite", reason="pip install 'lrfr[milvus]'")
+    return backend
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +98,11 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, model_path: Path, sqlite_url: str) -> SettingsFactory:
-    """Settings with keys, a data folder under ``tmp_path`` and the reference model."""
+def make_settings(
+    tmp_path: Path, model_path: Path, sqlite_url: str, vector_backend: str
+) -> SettingsFactory:
+    """Settings with keys, a data folder under ``tmp_path``, the reference model and the
+    test's vector backend."""
 
     def factory(**overrides: object) -> Settings:
         values: dict[str, object] = {
@@ -83,6 +116,7 @@ def make_settings(tmp_path: Path, model_path: Path, sqlite_url: str) -> Settings
             # the synthetic pictures of most tests are no faces: read them as template
             # crops unless a test asks for face finding (test_service_faces.py)
             "default_face": "aligned",
+            "vector_backend": vector_backend,
         }
         values.update(overrides)
         return Settings(**values)
