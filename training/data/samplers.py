@@ -14,6 +14,7 @@ without replaying the ones before.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -94,22 +95,64 @@ def _keys(indices: np.ndarray, sides: np.ndarray, rng: np.random.Generator) -> l
     ]
 
 
-class _EpochBatchSampler:
-    """Shared epoch/resume bookkeeping: ``set_epoch`` and ``start_batch``."""
+class _EpochBatchSampler(ABC):
+    """What every sampler shares: the epoch and resume bookkeeping (``set_epoch``,
+    ``start_batch``) and the walk through an epoch.
 
-    def __init__(self, seed: int, rank: int, world_size: int) -> None:
+    An epoch is a permutation of the population (the same on every rank, by seed and
+    epoch); rank k takes every ``world_size``-th item of it and cuts its share into
+    batches of ``per_batch`` items (incomplete batches are dropped, so every rank runs
+    the same number of steps). A subclass turns a batch's items into sample indices
+    (:meth:`_batch_indices`); the resolution plan then covers the whole batch.
+    """
+
+    def __init__(self, policy: ResolutionPolicy, seed: int, rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.policy = policy
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
         self.start_batch = 0
+        self._population: int | np.ndarray = 0
+        self._per_batch = 1
+
+    def _deal(self, population: int | np.ndarray, per_batch: int, what: str) -> None:
+        """Sets what an epoch permutes (a count n for 0 .. n-1, or the items) and how many
+        of them a batch takes; refuses a population that cannot fill one batch per rank."""
+        self._population = population
+        self._per_batch = per_batch
+        if len(self) < 1:
+            raise ValueError(
+                f"{self._size()} {what} over {self.world_size} ranks cannot fill the {per_batch} "
+                "places of a batch"
+            )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Selects the epoch (its order) and the first batch to yield (for resuming)."""
         self.epoch = epoch
         self.start_batch = start_batch
+
+    def _size(self) -> int:
+        population = self._population
+        return len(population) if isinstance(population, np.ndarray) else int(population)
+
+    def __len__(self) -> int:
+        return (self._size() // self.world_size) // self._per_batch
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self._population)
+        mine = order[self.rank :: self.world_size]
+        for b in range(self.start_batch, len(self)):
+            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
+            items = mine[b * self._per_batch : (b + 1) * self._per_batch]
+            indices = self._batch_indices(b, items, rng)
+            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+
+    @abstractmethod
+    def _batch_indices(self, b: int, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The sample indices of batch ``b`` from its share ``items`` of the permutation."""
 
 
 class CrossResolutionBatchSampler(_EpochBatchSampler):
@@ -138,28 +181,15 @@ class CrossResolutionBatchSampler(_EpochBatchSampler):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(seed, rank, world_size)
+        super().__init__(policy, seed, rank, world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if num_samples // world_size < batch_size:
-            raise ValueError(
-                f"{num_samples} samples over {world_size} ranks cannot fill a batch of "
-                f"{batch_size}"
-            )
+        self._deal(num_samples, batch_size, "samples")
         self.num_samples = num_samples
         self.batch_size = batch_size
-        self.policy = policy
 
-    def __len__(self) -> int:
-        return (self.num_samples // self.world_size) // self.batch_size
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        mine = order[self.rank :: self.world_size]
-        for b in range(self.start_batch, len(self)):
-            indices = mine[b * self.batch_size : (b + 1) * self.batch_size]
-            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
-            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+    def _batch_indices(self, b: int, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return items
 
 
 class MixedBatchSampler(_EpochBatchSampler):
@@ -195,7 +225,7 @@ class MixedBatchSampler(_EpochBatchSampler):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(seed, rank, world_size)
+        super().__init__(policy, seed, rank, world_size)
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction must be in (0, 1), got {fraction}")
         self.unlabelled_per_batch = math.floor(fraction * batch_size + 0.5)
@@ -205,17 +235,11 @@ class MixedBatchSampler(_EpochBatchSampler):
                              "unlabelled samples and at least one labelled one")
         if num_unlabelled < 1:
             raise ValueError("no unlabelled samples to mix in")
-        if num_labelled // world_size < self.labelled_per_batch:
-            raise ValueError(f"{num_labelled} labelled samples over {world_size} ranks cannot "
-                             f"fill the {self.labelled_per_batch} labelled places of a batch")
+        self._deal(num_labelled, self.labelled_per_batch, "labelled samples")
         self.num_labelled = num_labelled
         self.num_unlabelled = num_unlabelled
         self.batch_size = batch_size
-        self.policy = policy
         self._permutation: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return (self.num_labelled // self.world_size) // self.labelled_per_batch
 
     def _unlabelled_pass(self, number: int) -> np.ndarray:
         if self._permutation is None or self._permutation[0] != number:
@@ -232,17 +256,10 @@ class MixedBatchSampler(_EpochBatchSampler):
         return np.asarray([self._unlabelled_pass(int(p))[int(o)]
                            for p, o in zip(passes, offsets, strict=True)], dtype=np.int64)
 
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_labelled)
-        mine = order[self.rank :: self.world_size]
-        n, u = self.labelled_per_batch, self.unlabelled_per_batch
-        for b in range(self.start_batch, len(self)):
-            stream = ((self.epoch * len(self) + b) * self.world_size + self.rank) * u
-            indices = np.concatenate(
-                [mine[b * n : (b + 1) * n], self.num_labelled + self.unlabelled_at(stream, u)]
-            )
-            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
-            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+    def _batch_indices(self, b: int, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        u = self.unlabelled_per_batch
+        stream = ((self.epoch * len(self) + b) * self.world_size + self.rank) * u
+        return np.concatenate([items, self.num_labelled + self.unlabelled_at(stream, u)])
 
 
 class IdentityBatchSampler(_EpochBatchSampler):
@@ -273,7 +290,7 @@ class IdentityBatchSampler(_EpochBatchSampler):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(seed, rank, world_size)
+        super().__init__(policy, seed, rank, world_size)
         if identities < 1 or images_per_identity < 1:
             raise ValueError("identities and images_per_identity must be positive")
         labels = np.asarray(labels, dtype=np.int64)
@@ -284,31 +301,17 @@ class IdentityBatchSampler(_EpochBatchSampler):
         }
         self.eligible = np.asarray([c for c, n in zip(classes, counts, strict=True)
                                     if n >= min_images], dtype=np.int64)
+        self._deal(self.eligible, identities, f"identities with >= {min_images} images")
         self.identities = identities
         self.images_per_identity = images_per_identity
-        self.policy = policy
-        if len(self) < 1:
-            raise ValueError(
-                f"{self.eligible.size} identities with >= {min_images} images over "
-                f"{world_size} ranks cannot fill a batch of {identities} identities"
-            )
 
     @property
     def batch_size(self) -> int:
         return self.identities * self.images_per_identity
 
-    def __len__(self) -> int:
-        return (self.eligible.size // self.world_size) // self.identities
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.eligible)
-        mine = order[self.rank :: self.world_size]
+    def _batch_indices(self, b: int, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         k = self.images_per_identity
-        for b in range(self.start_batch, len(self)):
-            rng = _batch_rng(self.seed, self.epoch, self.rank, b)
-            chosen = mine[b * self.identities : (b + 1) * self.identities]
-            indices = np.concatenate([
-                rng.choice(self.members[int(c)], size=k, replace=len(self.members[int(c)]) < k)
-                for c in chosen
-            ])
-            yield _keys(indices, self.policy.plan(rng, len(indices)), rng)
+        return np.concatenate([
+            rng.choice(self.members[int(c)], size=k, replace=len(self.members[int(c)]) < k)
+            for c in items
+        ])
