@@ -12,15 +12,10 @@ BackboneBuilder = Callable[..., nn.Module]
 
 _BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
-
-def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator registering a builder ``fn(embedding_size=..., **kw) -> nn.Module``."""
-    return _BACKBONES.decorator(name)
-
-
-def list_backbones() -> list[str]:
-    """Names accepted by :func:`create_backbone`, in registration order."""
-    return _BACKBONES.names()
+#: ``@register_backbone(name)`` registers a builder ``fn(embedding_size=..., **kw) -> nn.Module``.
+register_backbone = _BACKBONES.decorator
+#: The names :func:`create_backbone` accepts, in registration order.
+list_backbones = _BACKBONES.names
 
 
 def create_backbone(

@@ -3,7 +3,6 @@ and :func:`build_objective`, the objective of a run (with distillation when conf
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from models.registry import Registry, lookup_key
@@ -17,15 +16,10 @@ if TYPE_CHECKING:
 
 _OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")
 
-
-def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
-    """Decorator registering ``builder(config, num_classes, embedding_size)``."""
-    return _OBJECTIVES.decorator(name)
-
-
-def list_objectives() -> list[str]:
-    """Names accepted by :func:`create_objective`, in registration order."""
-    return _OBJECTIVES.names()
+#: ``@register_objective(name)`` registers ``builder(config, num_classes, embedding_size)``.
+register_objective = _OBJECTIVES.decorator
+#: The names :func:`create_objective` accepts, in registration order.
+list_objectives = _OBJECTIVES.names
 
 
 def create_objective(
