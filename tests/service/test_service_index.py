@@ -1,4 +1,5 @@
-"""FAISS gallery indexes and their files: round trip, corruption, atomic writes."""
+"""FAISS gallery indexes and their files: round trip, corruption, atomic writes; IVF
+indexes: recall against exact search, removal, files, when to retrain."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.index import GalleryIndex, IndexFileError, IndexStore, ids_digest
+from service.index import AnnPolicy, GalleryIndex, IndexFileError, IndexStore, ids_digest
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
@@ -85,3 +86,62 @@ def test_a_file_of_another_gallery_or_model_is_refused(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         IndexStore(tmp_path).load(1, "m@1")
+
+
+# -- approximate (IVF) indexes --------------------------------------------------------------
+
+
+def _ivf(n: int = 3000, dim: int = 16) -> tuple[GalleryIndex, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    ids = np.arange(10, 10 + n, dtype=np.int64)
+    vectors = _unit(rng, n, dim)
+    policy = AnnPolicy(min_faces=1000, recall=0.95, calibration_queries=300)
+    return GalleryIndex.build(dim, ids, vectors, revision=4, policy=policy), ids, vectors
+
+
+def test_small_galleries_stay_exact() -> None:
+    rng = np.random.default_rng(0)
+    index = GalleryIndex.build(8, np.arange(50), _unit(rng, 50), revision=1,
+                               policy=AnnPolicy(min_faces=51))
+    assert index.exact and index.kind == "flat" and index.count == 50
+
+
+def test_ivf_reaches_its_recall_target_against_exact_search() -> None:
+    index, ids, vectors = _ivf()
+    assert index.kind == "ivf" and index.trained_on == len(ids)
+    assert index.index.nlist == 64 and 1 <= index.index.nprobe < 64
+    # fresh queries, not the calibration's: nearest neighbour by IVF vs exact
+    rng = np.random.default_rng(7)
+    queries = _unit(rng, 300, 16)
+    exact = (queries @ vectors.T).argmax(axis=1)
+    found = np.array([index.search(q, 1)[1][0] for q in queries])
+    assert np.mean(found == ids[exact]) >= 0.9
+
+
+def test_ivf_removes_ids_and_round_trips(tmp_path: Path) -> None:
+    index, ids, vectors = _ivf()
+    assert index.remove(ids[:5], revision=5) == 5
+    for row in range(5):
+        assert ids[row] not in index.search(vectors[row], 20)[1]
+    store = IndexStore(tmp_path)
+    store.save(3, "m@1", index)
+    loaded = store.load(3, "m@1")
+    assert loaded.kind == "ivf" and loaded.state() == index.state()
+    assert loaded.index.nprobe == index.index.nprobe and loaded.trained_on == len(ids)
+    got_ids, got_vectors = loaded.contents()
+    order = np.argsort(got_ids)
+    np.testing.assert_array_equal(got_ids[order], ids[5:])
+    np.testing.assert_allclose(got_vectors[order], vectors[5:])
+
+
+def test_when_an_index_needs_rebuilding() -> None:
+    index, _, _ = _ivf()
+    policy = AnnPolicy(min_faces=1000, retrain_growth=2.0)
+    assert index.needs_rebuild(policy) is None
+    cheap = index.needs_rebuild(AnnPolicy(min_faces=7000))
+    assert cheap == "3000 faces: exact search is cheap again"
+    index.trained_on = 1500
+    assert index.needs_rebuild(policy) == "3000 faces, trained on 1500"
+    flat, _, _ = _filled(30)
+    assert flat.needs_rebuild(AnnPolicy(min_faces=30)) is not None
+    assert flat.needs_rebuild(AnnPolicy(min_faces=31)) is None
