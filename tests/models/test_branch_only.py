@@ -1,0 +1,93 @@
+"""The branch-only rewrite of gated graphs (models.branch_only): the same embeddings as the
+graph that runs both branches, for mixed, one-sided, single and empty batches, while each
+face goes through one branch only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from models.artifact import GateBranch, GateInfo
+from models.backbones.gated import QualityGated
+from models.branch_only import (
+    GraphRewriteError,
+    find_gate,
+    is_gated_both_branches,
+    make_branch_only,
+)
+from models.export import export_onnx
+
+GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
+                blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
+
+
+def _inputs(amplitudes: list[float], seed: int = 0) -> np.ndarray:
+    """Normalised noise images; a large amplitude has a high Laplacian q, a tiny one a low q."""
+    rng = np.random.default_rng(seed)
+    images = [rng.uniform(-a, a, (3, 112, 112)) for a in amplitudes]
+    return np.asarray(images, dtype=np.float32).reshape(len(amplitudes), 3, 112, 112)
+
+
+@pytest.fixture(scope="module")
+def gated_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.models.conftest import make_tiny_backbone
+
+    gated = QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1), gate=3.0)
+    path = tmp_path_factory.mktemp("gated") / "g.onnx"
+    export_onnx(gated, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE)
+    return path
+
+
+def _run(model: onnx.ModelProto | Path, batch: np.ndarray) -> np.ndarray:
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": batch})[0]
+
+
+@pytest.mark.parametrize("amplitudes", [
+    [1.0, 0.001, 0.5, 0.002, 1.0],  # mixed, interleaved
+    [1.0, 1.0, 0.8],  # sharp only
+    [0.001, 0.002],  # blurred only
+    [1.0],
+    [0.001],
+])
+def test_same_embeddings_as_both_branches(gated_graph: Path, amplitudes: list[float]) -> None:
+    batch = _inputs(amplitudes)
+    rewritten = make_branch_only(onnx.load(str(gated_graph)))
+    np.testing.assert_allclose(_run(rewritten, batch), _run(gated_graph, batch), atol=1e-6)
+
+
+def test_the_gate_really_splits_the_batch(gated_graph: Path) -> None:
+    # the test inputs do reach both branches: the two branches' outputs differ
+    batch = _inputs([1.0, 0.001])
+    out = _run(gated_graph, batch)
+    rewritten = _run(make_branch_only(onnx.load(str(gated_graph))), batch)
+    swapped = _run(make_branch_only(onnx.load(str(gated_graph))), batch[::-1].copy())
+    np.testing.assert_allclose(swapped[::-1], rewritten, atol=1e-6)
+    assert not np.allclose(out[0], out[1], atol=1e-3)
+
+
+def test_an_empty_batch_is_answered(gated_graph: Path) -> None:
+    rewritten = make_branch_only(onnx.load(str(gated_graph)))
+    assert _run(rewritten, _inputs([])).shape == (0, 16)
+
+
+def test_each_branch_runs_once(gated_graph: Path) -> None:
+    model = onnx.load(str(gated_graph))
+    rewritten = make_branch_only(model)
+    convs = sum(node.op_type == "Conv" for node in model.graph.node)
+    # the same convolutions (both branches and the Laplacian), each fed its own rows
+    assert sum(node.op_type == "Conv" for node in rewritten.graph.node) == convs
+    assert not any(node.op_type == "Where" for node in rewritten.graph.node)
+    assert is_gated_both_branches(model) and not is_gated_both_branches(rewritten)
+
+
+def test_refuses_a_graph_that_is_not_gated(tiny_artifact: Path) -> None:
+    with pytest.raises(GraphRewriteError, match="not a gated graph"):
+        make_branch_only(onnx.load(str(tiny_artifact)))
+    with pytest.raises(GraphRewriteError):
+        find_gate(onnx.load(str(tiny_artifact)).graph)
