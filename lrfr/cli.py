@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lrfr.commands.gate",
     "lrfr.commands.calibrate",
     "lrfr.commands.teacher",
+    "lrfr.commands.gallery",
 )
 
 app = typer.Typer(

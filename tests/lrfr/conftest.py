@@ -22,6 +22,15 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def orl_dir(shared_data_dir: Path) -> Path:
+    """``../shared/data/orl`` (a folder per subject); skips when absent."""
+    orl = shared_data_dir / "orl"
+    if not (orl / "s1" / "1.pgm").is_file():
+        pytest.skip(f"ORL faces not found at {orl}")
+    return orl
+
+
 @pytest.fixture
 def app_client(tmp_path: Path, reference_model: Path) -> Iterator[TestClient]:
     """A started app on SQLite with the reference model; uploads read as aligned crops."""
