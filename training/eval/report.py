@@ -43,6 +43,13 @@ def _res_label(key: str) -> str:
     return "native" if key == "native" else f"{key} px"
 
 
+def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return lines
+
+
 def _flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Scalar metrics of a summary as flat columns (``tar_at_far_0.01`` ...)."""
     flat: dict[str, Any] = {}
@@ -84,56 +91,46 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _verification_table(section: dict[str, Any], fars: Iterable[str]) -> list[str]:
     fars = list(fars)
     header = ["Resolution", "Accuracy (%)", *[f"TAR@FAR={far} (%)" for far in fars], "AUC (%)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, m in section.items():
-        cells = [
+    return _markdown(header, (
+        [
             _res_label(key), _pct_std(m["accuracy"], m["std"]),
             *[_pct(m["tar_at_far"].get(far)) for far in fars], _pct(m["auc"]),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        for key, m in section.items()
+    ))
 
 
 def _identification_table(results: dict[str, Any]) -> list[str]:
     section = results["resolutions"]
     first = next(iter(section.values()))
-    ranks = [k for k in first if k.startswith("rank") and "_" not in k]
     groups = sorted(first.get("groups", {}))
-    fpirs = list(first.get("fnir_at_fpir", {}))
-    if groups:  # SCface: the deck shows rank-1 per distance
-        def title(g: str) -> str:
-            metres = SCFACE_DISTANCES_M.get(int(g[1:])) if g[1:].isdigit() else None
-            return f"{g} ({metres:.2f} m)" if metres is not None else g
+    if not groups:
+        return _open_set_table(section, list(first.get("fnir_at_fpir", {})), rows="Probes")
 
-        header = ["Probes", *[f"{title(g)} rank-1 (%)" for g in groups], "all rank-1 (%)"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for key, m in section.items():
-            cells = [_res_label(key), *[_pct(m.get(f"rank1_{g}")) for g in groups],
-                     _pct(m.get("rank1"))]
-            lines.append("| " + " | ".join(cells) + " |")
-        return lines
-    header = ["Probes", *[f"Rank-{r[4:]} (%)" for r in ranks],
-              *[f"FNIR@FPIR={f} (%)" for f in fpirs]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, m in section.items():
-        cells = [_res_label(key), *[_pct(m[r]) for r in ranks],
-                 *[_pct(m["fnir_at_fpir"].get(f)) for f in fpirs]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    def title(g: str) -> str:  # SCface: the deck shows rank-1 per distance
+        metres = SCFACE_DISTANCES_M.get(int(g[1:])) if g[1:].isdigit() else None
+        return f"{g} ({metres:.2f} m)" if metres is not None else g
+
+    header = ["Probes", *[f"{title(g)} rank-1 (%)" for g in groups], "all rank-1 (%)"]
+    return _markdown(header, (
+        [_res_label(key), *[_pct(m.get(f"rank1_{g}")) for g in groups], _pct(m.get("rank1"))]
+        for key, m in section.items()
+    ))
 
 
-def _open_set_table(section: dict[str, Any], fpirs: Sequence[str]) -> list[str]:
+def _open_set_table(
+    section: dict[str, Any], fpirs: Sequence[str], rows: str = "Resolution"
+) -> list[str]:
     """Rows = resolutions: rank-k, then FNIR at each FPIR target."""
     first = next(iter(section.values()))
-    ranks = [k for k in first if k.startswith("rank")]
-    header = ["Resolution", *[f"Rank-{r[4:]} (%)" for r in ranks],
+    ranks = [k for k in first if k.startswith("rank") and "_" not in k]  # not rank1_<group>
+    header = [rows, *[f"Rank-{r[4:]} (%)" for r in ranks],
               *[f"FNIR@FPIR={f} (%)" for f in fpirs]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, m in section.items():
-        cells = [_res_label(key), *[_pct(m[r]) for r in ranks],
-                 *[_pct(m["fnir_at_fpir"].get(f)) for f in fpirs]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    return _markdown(header, (
+        [_res_label(key), *[_pct(m[r]) for r in ranks],
+         *[_pct(m["fnir_at_fpir"].get(f)) for f in fpirs]]
+        for key, m in section.items()
+    ))
 
 
 def _identification_beside(ident: dict[str, Any]) -> list[str]:
@@ -166,14 +163,15 @@ def _decisions_table(section: dict[str, Any]) -> list[str]:
     header = ["Resolution"]
     for far in fars:
         header += [f"FAR@{far}", f"TAR@{far} (%)", f"undecidable@{far} (%)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for key, decisions in rows.items():
         cells = [_res_label(key)]
         for far in fars:
             d = decisions.get(far, {})
             cells += [_far_text(d.get("far")), _pct(d.get("tar")),
                       _pct(d.get("undecidable_genuine"))]
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    lines = _markdown(header, table)
     impostors = next(iter(rows.values()))[fars[0]]["impostors"]
     lines += ["", f"({impostors:,} impostor pairs per resolution.)"]
     return lines
@@ -273,10 +271,10 @@ def compare_table(results: Sequence[dict[str, Any]], labels: Sequence[str] | Non
         for row, value in headline_rows(r):
             table.setdefault(row, {})[column] = value
     header = ["Dataset / resolution (%)", *unique]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row, values in table.items():
-        cells = [row, *[values.get(column, "") for column in range(len(unique))]]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = _markdown(header, (
+        [row, *[values.get(column, "") for column in range(len(unique))]]
+        for row, values in table.items()
+    ))
     return "\n".join(lines) + "\n"
 
 
