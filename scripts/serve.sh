@@ -8,13 +8,8 @@
 # Keys: LRFR_ADMIN_KEYS if set, else a random admin key generated once into
 # data/admin.key and printed here. Extra arguments go to `lrfr serve` (--host, --port).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-VENV=${LRFR_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-# shellcheck disable=SC1091
-. "$VENV/bin/activate"
+# shellcheck source=scripts/venv.sh
+. "$(dirname "$0")/venv.sh"
 if ! python -c "import fastapi, onnxruntime, faiss, lrfr" >/dev/null 2>&1; then
     python -m pip install --quiet --upgrade pip
     python -m pip install --quiet -e ".[service]"
