@@ -22,6 +22,8 @@ ENV ORT_PACKAGE=onnxruntime-gpu
 
 # -- build: a virtual environment with the package and its service extra ------------------
 FROM base-${VARIANT} AS build
+# the package's extras: "service,milvus" for LRFR_VECTOR_BACKEND=milvus (docker-compose.yml)
+ARG EXTRAS=service
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -31,7 +33,7 @@ COPY lrfr ./lrfr
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install ".[service]" \
+RUN pip install ".[${EXTRAS}]" \
     && if [ "$ORT_PACKAGE" != "onnxruntime" ]; then \
          pip uninstall -y onnxruntime && pip install "$ORT_PACKAGE>=1.18"; \
        fi \

@@ -194,3 +194,41 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
     )
     assert without_key.returncode != 0
     assert "LRFR_ADMIN_KEYS" in without_key.stderr
+
+
+def test_compose_milvus_profile() -> None:
+    """``--profile milvus``: Milvus standalone with etcd and MinIO, all with healthchecks,
+    and a service pointed at it; none of them starts without the profile."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    services = compose["services"]
+    for name in ("lrfr-milvus", "milvus", "milvus-etcd", "milvus-minio"):
+        assert services[name]["profiles"] == ["milvus"]
+        assert "healthcheck" in services[name]
+        assert "ports" not in services[name] or name == "lrfr-milvus"
+    service = services["lrfr-milvus"]
+    assert service["environment"]["LRFR_VECTOR_BACKEND"] == "milvus"
+    assert service["environment"]["LRFR_MILVUS_URI"].endswith("//milvus:19530}")
+    assert service["environment"]["LRFR_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert service["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert "milvus" in service["build"]["args"]["EXTRAS"]
+    assert "profiles" not in services["lrfr"] and "profiles" not in services["db"]
+
+
+def test_compose_milvus_profile_is_valid_for_docker_compose() -> None:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LRFR_", "POSTGRES_"))}
+    command = [executable, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
+    resolved = subprocess.run(
+        [*command, "--profile", "milvus", "config"],
+        env={**env, **COMPOSE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    config = yaml.safe_load(resolved.stdout)
+    assert config["services"]["lrfr-milvus"]["environment"]["LRFR_MILVUS_URI"] == (
+        "http://milvus:19530"
+    )
