@@ -340,29 +340,26 @@ def _equal_norm_inputs(norm: float) -> tuple[torch.Tensor, torch.Tensor]:
     return z / z.norm(dim=1, keepdim=True) * norm, torch.randint(0, C, (B,), generator=generator)
 
 
-def test_adaface_at_z_hat_minus_one_is_arcface() -> None:
+@pytest.mark.parametrize(
+    ("reference", "mean", "std", "z_hat"),
+    [
+        (ArcFaceHead, 1e3, 1.0, -1.0),  # h (n − μ) / σ ≪ −1: ẑ clips to −1
+        (CosFaceHead, 10.0, 100.0, 0.0),  # every n equals μ: ẑ = 0
+    ],
+)
+def test_adaface_ends_are_arcface_and_cosface(
+    reference: type[ArcFaceHead | CosFaceHead], mean: float, std: float, z_hat: float
+) -> None:
     torch.manual_seed(0)
     ada = AdaFaceHead(D, C, margin=0.4).eval()
-    arc = ArcFaceHead(D, C, margin=0.4)
-    arc.weight = ada.weight
+    other = reference(D, C, margin=0.4)
+    other.weight = ada.weight
     z, labels = _equal_norm_inputs(10.0)
-    ada.running_mean.fill_(1e3)  # h (n − μ) / σ ≪ −1: ẑ clips to −1
-    ada.running_std.fill_(1.0)
+    ada.running_mean.fill_(mean)
+    ada.running_std.fill_(std)
     logits = ada(z, labels)
-    assert torch.all(ada.last_stats["z_hat"] == -1.0)
-    torch.testing.assert_close(logits, arc(z, labels), rtol=1e-5, atol=1e-4)
-
-
-def test_adaface_at_z_hat_zero_is_cosface() -> None:
-    torch.manual_seed(0)
-    ada = AdaFaceHead(D, C, margin=0.4).eval()
-    cos = CosFaceHead(D, C, margin=0.4)
-    cos.weight = ada.weight
-    z, labels = _equal_norm_inputs(10.0)
-    ada.running_mean.fill_(10.0)  # every n equals μ: ẑ = 0
-    logits = ada(z, labels)
-    assert torch.allclose(ada.last_stats["z_hat"], torch.zeros(B), atol=1e-6)
-    torch.testing.assert_close(logits, cos(z, labels), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(ada.last_stats["z_hat"], torch.full((B,), z_hat), atol=1e-6)
+    torch.testing.assert_close(logits, other(z, labels), rtol=1e-5, atol=1e-4)
 
 
 def test_approach2_margin_bounded_for_flat_and_sharp_images() -> None:

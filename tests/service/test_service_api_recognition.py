@@ -9,7 +9,7 @@ from PIL import Image
 
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
-from tests.support.service import ADMIN, CLIENT, encode, face_png, png_claiming
+from tests.support.service import ADMIN, CLIENT, encode, face_png, png_claiming, post_identify
 
 
 def test_quality_is_measured_at_the_network_input(client: TestClient) -> None:
@@ -138,12 +138,7 @@ def test_missing_or_invalid_fields_are_422(
 
 
 def test_identify_unknown_gallery_is_404(client: TestClient) -> None:
-    response = client.post(
-        "/v1/identify",
-        files={"image": ("a.png", face_png(0))},
-        data={"gallery": "nope"},
-        headers=CLIENT,
-    )
+    response = post_identify(client, "nope", face_png(0))
     assert response.status_code == 404
     assert "nope" in response.json()["detail"]
 
@@ -151,11 +146,6 @@ def test_identify_unknown_gallery_is_404(client: TestClient) -> None:
 def test_top_k_over_the_configured_maximum(make_client) -> None:
     with make_client(max_top_k=3) as client:
         client.post("/v1/galleries", json={"name": "g"}, headers=ADMIN)
-        response = client.post(
-            "/v1/identify",
-            files={"image": ("a.png", face_png(0))},
-            data={"gallery": "g", "top_k": "4"},
-            headers=CLIENT,
-        )
+        response = post_identify(client, "g", face_png(0), top_k=4)
         assert response.status_code == 422
         assert "at most 3" in response.json()["detail"]

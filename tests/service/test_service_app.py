@@ -28,6 +28,7 @@ from tests.support.service import (
     enroll,
     face_png,
     identify,
+    post_identify,
 )
 
 # -- startup ------------------------------------------------------------------------------
@@ -234,12 +235,7 @@ def test_gallery_of_another_model_is_refused_then_reembedded(make_client, tmp_pa
         listed = client.get("/v1/galleries", headers=CLIENT).json()["items"]
         assert listed[0]["compatible"] is False
         assert listed[0]["model"]["version"] == "reference-1"
-        refused = client.post(
-            "/v1/identify",
-            files={"image": ("p.png", face_png(1))},
-            data={"gallery": "g"},
-            headers=CLIENT,
-        )
+        refused = post_identify(client, "g", face_png(1))
         assert refused.status_code == 409
         assert "reembed" in refused.json()["detail"]
         enroll_refused = client.post(

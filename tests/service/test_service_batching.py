@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +34,17 @@ def _image(value: int) -> np.ndarray:
     return np.full((2, 2, 3), value, dtype=np.uint8)
 
 
+@contextlib.asynccontextmanager
+async def _running(model: RecordingEmbedder, **options: Any) -> AsyncIterator[BatchingEmbedder]:
+    """A started :class:`BatchingEmbedder` over ``model``, stopped on leaving."""
+    batcher = BatchingEmbedder(model, **options)
+    await batcher.start()
+    try:
+        yield batcher
+    finally:
+        await batcher.stop()
+
+
 async def _embed_concurrently(batcher: BatchingEmbedder, values: list[int]) -> list[np.ndarray]:
     return await asyncio.gather(*(batcher.embed([_image(v)]) for v in values))
 
@@ -41,12 +54,8 @@ def test_concurrent_requests_share_one_batch() -> None:
     sizes: list[int] = []
 
     async def scenario() -> list[np.ndarray]:
-        batcher = BatchingEmbedder(model, window_s=0.05, max_batch=64, on_batch=sizes.append)
-        await batcher.start()
-        try:
+        async with _running(model, window_s=0.05, max_batch=64, on_batch=sizes.append) as batcher:
             return await _embed_concurrently(batcher, list(range(10)))
-        finally:
-            await batcher.stop()
 
     results = asyncio.run(scenario())
     assert model.batches == [10]
@@ -60,13 +69,9 @@ def test_max_batch_splits_large_bursts() -> None:
     model = RecordingEmbedder()
 
     async def scenario() -> None:
-        batcher = BatchingEmbedder(model, window_s=0.05, max_batch=4)
-        await batcher.start()
-        try:
+        async with _running(model, window_s=0.05, max_batch=4) as batcher:
             vectors = await batcher.embed([_image(v) for v in range(10)])
-            assert vectors[:, 0].tolist() == list(range(10))
-        finally:
-            await batcher.stop()
+        assert vectors[:, 0].tolist() == list(range(10))
 
     asyncio.run(scenario())
     assert model.batches == [4, 4, 2]
@@ -76,14 +81,10 @@ def test_requests_far_apart_are_not_delayed_together() -> None:
     model = RecordingEmbedder()
 
     async def scenario() -> None:
-        batcher = BatchingEmbedder(model, window_s=0.001, max_batch=8)
-        await batcher.start()
-        try:
+        async with _running(model, window_s=0.001, max_batch=8) as batcher:
             await batcher.embed([_image(1)])
             await asyncio.sleep(0.02)
             await batcher.embed([_image(2)])
-        finally:
-            await batcher.stop()
 
     asyncio.run(scenario())
     assert model.batches == [1, 1]
@@ -91,14 +92,10 @@ def test_requests_far_apart_are_not_delayed_together() -> None:
 
 def test_model_errors_reach_every_waiting_request() -> None:
     async def scenario() -> list[object]:
-        batcher = BatchingEmbedder(RecordingEmbedder(fail=True), window_s=0.02, max_batch=8)
-        await batcher.start()
-        try:
+        async with _running(RecordingEmbedder(fail=True), window_s=0.02, max_batch=8) as batcher:
             return await asyncio.gather(
                 *(batcher.embed([_image(v)]) for v in range(3)), return_exceptions=True
             )
-        finally:
-            await batcher.stop()
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)

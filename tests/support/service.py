@@ -66,13 +66,20 @@ def enroll(client: TestClient, gallery: str, subject: str, *images: bytes) -> li
     return [face["id"] for face in response.json()["faces"]]
 
 
-def identify(client: TestClient, gallery: str, image: bytes, **form: object) -> dict:
-    response = client.post(
+def post_identify(
+    client: TestClient, gallery: str, image: bytes, **form: object
+) -> httpx.Response:
+    """POST /v1/identify of ``image`` against ``gallery``, as a client; any answer."""
+    return client.post(
         "/v1/identify",
         files={"image": ("probe.png", image)},
         data={"gallery": gallery, **{k: str(v) for k, v in form.items()}},
         headers=CLIENT,
     )
+
+
+def identify(client: TestClient, gallery: str, image: bytes, **form: object) -> dict:
+    response = post_identify(client, gallery, image, **form)
     assert response.status_code == 200, response.text
     return response.json()
 
