@@ -135,13 +135,13 @@ def _scaled_widths(width_multiplier: float) -> tuple[int, ...]:
     return tuple(max(1, round(w * width_multiplier)) for w in STAGE_WIDTHS)
 
 
-def _builder(blocks: tuple[int, int, int, int], doc: str):
+def _builder(blocks: tuple[int, int, int, int], doc: str, widths: float = 1.0):
     def build(
         *,
         embedding_size: int = 512,
         dropout: float = 0.0,
         input_size: int = 112,
-        width_multiplier: float = 1.0,
+        width_multiplier: float = widths,
     ) -> IResNet:
         return IResNet(
             blocks,
@@ -159,24 +159,10 @@ ir18 = register_backbone("ir18")(_builder((2, 2, 2, 2), "IR-18: blocks [2, 2, 2,
 ir34 = register_backbone("ir34")(_builder((3, 4, 6, 3), "IR-34: blocks [3, 4, 6, 3]."))
 ir50 = register_backbone("ir50")(_builder((3, 4, 14, 3), "IR-50: blocks [3, 4, 14, 3]."))
 ir100 = register_backbone("ir100")(_builder((3, 13, 30, 3), "IR-100: blocks [3, 13, 30, 3]."))
-
-
-@register_backbone("ir-tiny")
-def ir_tiny(
-    *,
-    embedding_size: int = 512,
-    dropout: float = 0.0,
-    input_size: int = 112,
-    width_multiplier: float = 0.125,
-) -> IResNet:
-    """A test-sized IR net: one unit per stage, widths 8/16/32/64 (about 0.2 M parameters
-    at 112x112 and D=32). Same code path as IR-50, so it exercises the real layers; use it
-    for fast tests and smoke runs, never for results.
-    """
-    return IResNet(
-        (1, 1, 1, 1),
-        embedding_size=embedding_size,
-        dropout=dropout,
-        input_size=input_size,
-        widths=_scaled_widths(width_multiplier),
-    )
+ir_tiny = register_backbone("ir-tiny")(_builder(
+    (1, 1, 1, 1),
+    "A test-sized IR net: one unit per stage, widths 8/16/32/64 (about 0.2 M parameters at "
+    "112x112 and D=32). Same code path as IR-50, so it exercises the real layers; use it "
+    "for fast tests and smoke runs, never for results.",
+    widths=0.125,
+))
