@@ -6,7 +6,8 @@ the PyTorch embeddings (cosine >= ``min_cosine`` on random inputs of several bat
 sizes) and only then writes the metadata beside it. A failed check removes both files,
 so a half-valid artifact never reaches the service. A quality-gated backbone
 (``models.backbones.gated``) gets the ``gate`` section: the gated checkpoint's record
-(``training.gate``), checked against the graph's own threshold.
+(``training.gate``), checked against the graph's own threshold, and its graph is
+rewritten so each face runs only the branch it takes (``models.branch_only``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from models.artifact import (
     write_metadata,
 )
 from models.backbones.gated import QualityGated
+from models.branch_only import BRANCH_ONLY, GRAPH_KEY, make_branch_only
 from models.checkpoint import Checkpoint, CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -63,11 +65,12 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return commit or None
 
 
-def _onnx_embeddings(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
-    """Runs the exported graph with ONNX Runtime on the CPU."""
+def _onnx_embeddings(onnx_path: Path | bytes, batch: np.ndarray) -> np.ndarray:
+    """Runs the exported graph (a file or its bytes) with ONNX Runtime on the CPU."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
     return np.asarray(output, dtype=np.float64)
 
@@ -155,6 +158,29 @@ def gate_info(backbone: nn.Module, gate: GateInfo | None) -> GateInfo | None:
     return gate
 
 
+def _rewrite_branch_only(onnx_path: Path, *, side: int, gate: float, min_cosine: float,
+                         seed: int = 0) -> float:
+    """Rewrites the gated graph at ``onnx_path`` branch-only; returns the least cosine
+    between the two graphs on noise images either side of the gate (small amplitudes have
+    a low Laplacian q)."""
+    import onnx
+
+    both = onnx.load(str(onnx_path))
+    rewritten = make_branch_only(both)
+    rng = np.random.default_rng(seed)
+    # amplitude a in the normalised range: q grows with a; 1e-4 is far under any useful gate
+    amplitudes = [1.0, 1e-4, 0.3, 3e-4, 0.1, 1e-3, 0.03, 0.01]
+    batch = np.stack([rng.uniform(-a, a, (3, side, side)) for a in amplitudes]).astype(np.float32)
+    onnx.save(rewritten, str(onnx_path))
+    expected = _onnx_embeddings(both.SerializeToString(), batch)
+    actual = _onnx_embeddings(onnx_path, batch)
+    worst = float(np.min(_row_cosines(expected, actual)))
+    if not worst >= min_cosine:
+        raise ExportError(f"the branch-only graph disagrees with the gated graph: cosine "
+                          f"{worst:.6f} < {min_cosine} (gate at q {gate})")
+    return worst
+
+
 def _remove(*paths: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -175,6 +201,7 @@ def export_onnx(
     opset: int = 17,
     parity_samples: int = 4,
     min_cosine: float = 0.9999,
+    branch_only: bool = True,
 ) -> ModelMetadata:
     """Exports ``backbone`` to ``onnx_path`` and writes its metadata beside it.
 
@@ -195,6 +222,9 @@ def export_onnx(
         opset: ONNX opset, at least 17.
         parity_samples: the largest batch of the parity check (batches 1, 2 and this).
         min_cosine: least PyTorch/ONNX Runtime cosine accepted, in (0, 1].
+        branch_only: for a gated backbone, rewrite the graph so each face runs only the
+            branch its q selects (``models.branch_only``; checked against the graph that
+            runs both, on inputs either side of the gate).
 
     Returns:
         The metadata written (with the ONNX file's SHA-256 and the git commit).
@@ -256,6 +286,15 @@ def export_onnx(
         _remove(onnx_path)
         raise
     logger.info("ONNX parity ok: min cosine %.8f over batches %s", worst, batch_sizes)
+    notes: dict[str, object] = {"parity_min_cosine": worst}
+    if gate is not None and branch_only:
+        try:
+            notes["branch_only_parity_min_cosine"] = _rewrite_branch_only(
+                onnx_path, side=side, gate=gate.threshold, min_cosine=min_cosine)
+        except Exception:
+            _remove(onnx_path)
+            raise
+        notes[GRAPH_KEY] = BRANCH_ONLY
 
     metadata = ModelMetadata(
         name=name,
@@ -270,7 +309,7 @@ def export_onnx(
         git_commit=git_commit(),
         opset=opset,
         gate=gate,
-        extra={"parity_min_cosine": worst, **(dict(extra) if extra else {})},
+        extra={**notes, **(dict(extra) if extra else {})},
     )
     write_metadata(onnx_path, metadata)
     logger.info("wrote %s and %s", onnx_path, meta_path)

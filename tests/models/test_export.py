@@ -233,3 +233,23 @@ def test_ir50_export_matches_torch_through_the_embedder(tmp_path: Path) -> None:
         z = net((torch.from_numpy(pixels).float().permute(0, 3, 1, 2) - 127.5) / 127.5)
     cosine = (got * torch.nn.functional.normalize(z).numpy()).sum(axis=1)
     assert cosine.min() >= 0.9999
+
+
+def test_a_gated_export_runs_only_the_selected_branch(make_tiny, tmp_path: Path) -> None:
+    gated = QualityGated(make_tiny(seed=0), make_tiny(seed=1), gate=3.0)
+    meta = export_onnx(gated, tmp_path / "g.onnx", **META, gate=GATE)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "g.onnx")).graph.node}
+    assert "Where" not in ops and "ScatterND" in ops
+    assert meta.extra["gate_graph"].startswith("branch-only")
+    assert meta.extra["branch_only_parity_min_cosine"] >= 0.9999
+    # sharp and blurred inputs in one batch: the torch module's answer, row by row
+    rng = np.random.default_rng(1)
+    batch = np.stack([rng.uniform(-a, a, (3, 112, 112)) for a in (1.0, 1e-3, 0.5, 2e-3)])
+    batch = batch.astype(np.float32)
+    with torch.no_grad():
+        expected = gated(torch.from_numpy(batch)).numpy()
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": batch})[0], expected, atol=1e-5)
+    both = export_onnx(gated, tmp_path / "both.onnx", **META, gate=GATE, branch_only=False)
+    assert "gate_graph" not in both.extra
+    assert "Where" in {node.op_type for node in onnx.load(str(tmp_path / "both.onnx")).graph.node}
