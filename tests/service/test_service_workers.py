@@ -1,0 +1,119 @@
+"""More than one worker process (``lrfr serve --workers N``): every worker keeps its own
+gallery indexes, and they stay consistent through the shared database's revisions. Two
+apps on one database and data folder stand in for two workers; the slow test runs the
+real command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.service import (
+    ADMIN,
+    ADMIN_KEY,
+    CLIENT,
+    CLIENT_KEY,
+    REPO_ROOT,
+    create_gallery,
+    create_subject,
+    enroll,
+    face_png,
+    identify,
+)
+
+
+def _subjects(client: TestClient, image: bytes) -> list[str]:
+    return [match["subject"] for match in identify(client, "g", image)["matches"]]
+
+
+def test_what_one_worker_writes_the_others_search(make_client: Callable[..., object]) -> None:
+    with make_client() as first, make_client() as second:  # type: ignore[attr-defined]
+        create_gallery(first)
+        create_subject(first, "g", "a")
+        enroll(first, "g", "a", face_png(1))
+        assert _subjects(second, face_png(1))[0] == "a"
+        # the second worker writes; the first, whose index is now behind, follows
+        create_subject(second, "g", "b")
+        enroll(second, "g", "b", face_png(2))
+        assert _subjects(first, face_png(2))[0] == "b"
+        response = second.delete("/v1/galleries/g/subjects/a", headers=ADMIN)
+        assert response.status_code == 204, response.text
+        assert "a" not in _subjects(first, face_png(1))
+        assert "a" not in _subjects(second, face_png(1))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_lrfr_serve_with_two_workers(model_path: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
+    env.update(
+        LRFR_MODEL_PATH=str(model_path), LRFR_DATA_DIR=str(tmp_path / "data"),
+        LRFR_ADMIN_KEYS=ADMIN_KEY, LRFR_CLIENT_KEYS=CLIENT_KEY, LRFR_DEFAULT_FACE="aligned",
+        LRFR_WORKERS="2",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready in 90 s"
+            time.sleep(0.3)
+        time.sleep(2)  # the second worker may start a little later
+
+        def call(method: str, path: str, **kwargs: object) -> httpx.Response:
+            # a fresh connection per request, so requests reach either worker
+            with httpx.Client(base_url=base, timeout=20) as http:
+                return http.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+        assert call("POST", "/v1/galleries", json={"name": "g"}, headers=ADMIN).status_code == 201
+        for round_, subject in enumerate("abcd"):
+            assert call("POST", "/v1/galleries/g/subjects", json={"id": subject},
+                        headers=ADMIN).status_code == 201
+            enrolled = call("POST", f"/v1/galleries/g/subjects/{subject}/faces",
+                            files=[("images", ("f.png", face_png(round_)))], headers=ADMIN)
+            assert enrolled.status_code == 201, enrolled.text
+            for _ in range(6):  # whichever worker answers has the new face
+                found = call("POST", "/v1/identify", files={"image": ("p.png", face_png(round_))},
+                             data={"gallery": "g"}, headers=CLIENT)
+                assert found.status_code == 200, found.text
+                assert found.json()["matches"][0]["subject"] == subject
+        assert call("DELETE", "/v1/galleries/g/subjects/a", headers=ADMIN).status_code == 204
+        for _ in range(6):
+            found = call("POST", "/v1/identify", files={"image": ("p.png", face_png(0))},
+                         data={"gallery": "g"}, headers=CLIENT)
+            assert "a" not in [m["subject"] for m in found.json()["matches"]]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    output = process.stdout.read() if process.stdout else ""
+    assert output.count("Started server process") == 2, output
+    assert "starting 2 workers" in output
