@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import CLIENT, _free_port, running_service
+from service_bench import CLIENT, free_port, running_service
 
 from training.degrade import degrade
 from training.eval.datasets import load_lfw
@@ -119,7 +119,7 @@ def main() -> None:
         data = Path(tmp) / "data"
         data.mkdir()
         with running_service(model=model, database_url=f"sqlite:///{data}/db.sqlite3",
-                             data_dir=data, port=_free_port(), extra_env={}) as base, \
+                             data_dir=data, port=free_port(), extra_env={}) as base, \
                 httpx.Client(base_url=base, headers=CLIENT, timeout=120) as http:
             for kind in args.inputs.split(","):
                 for width in (int(w) for w in args.widths.split(",")):

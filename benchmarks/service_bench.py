@@ -26,9 +26,6 @@ import contextlib
 import logging
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +37,12 @@ import httpx
 import numpy as np
 from sqlalchemy import insert, select, update
 
-from models.artifact import load_metadata
-from service.db import Face, Gallery, Subject, create_db_engine
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for tests.support, the tests' way of running the service
+
+from models.artifact import load_metadata  # noqa: E402
+from service.db import Face, Gallery, Subject, create_db_engine  # noqa: E402
+from tests.support.service import free_port, serve  # noqa: E402
 
 logger = logging.getLogger("service_bench")
 
@@ -49,7 +50,6 @@ ADMIN_KEY = "bench-admin-key-0123456789"
 CLIENT_KEY = "bench-client-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 CLIENT = {"X-API-Key": CLIENT_KEY}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -71,19 +71,12 @@ class LoadResult:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_service(
     *, model: Path, database_url: str, data_dir: Path, port: int, extra_env: dict[str, str]
 ) -> Iterator[str]:
     """Runs ``lrfr serve`` until the block ends; yields its base URL once ready."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
-    env.update(
+    settings = dict(
         LRFR_MODEL_PATH=str(model),
         LRFR_DATABASE_URL=database_url,
         LRFR_DATA_DIR=str(data_dir),
@@ -92,34 +85,9 @@ def running_service(
         LRFR_MAX_TOP_K="100",
         **extra_env,
     )
-    log = open(data_dir.parent / "server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited; see {log.name}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service was not ready after 120 s")
-            time.sleep(0.2)
+    log = data_dir.parent / "server.log"
+    with serve(settings, log, timeout=120, port=port, stop_timeout=60) as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def enroll_orl(base: str, orl: Path, gallery: str = "orl") -> None:
@@ -356,7 +324,7 @@ def main() -> None:
             model=model,
             database_url=args.database_url,
             data_dir=data_dir,
-            port=_free_port(),
+            port=free_port(),
             extra_env={
                 "LRFR_BATCH_WINDOW_MS": str(args.batch_window_ms),
                 **dict(item.split("=", 1) for item in args.env),

@@ -106,13 +106,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(settings: dict[str, str], log: Path, *, timeout: float = 60) -> Iterator[str]:
-    """``lrfr serve`` as a process on a free local port, configured by ``settings``
-    (``LRFR_*`` variables; those of the caller's environment are dropped); yields its
-    base URL once /readyz answers 200, and stops it on leaving."""
+def serve(
+    settings: dict[str, str],
+    log: Path,
+    *,
+    timeout: float = 60,
+    port: int | None = None,
+    stop_timeout: float = 20,
+) -> Iterator[str]:
+    """``lrfr serve`` as a process on a local port (a free one unless given), configured by
+    ``settings`` (``LRFR_*`` variables; those of the caller's environment are dropped);
+    yields its base URL once /readyz answers 200, and stops it on leaving (SIGTERM, then
+    a kill after ``stop_timeout`` s). Its output goes to ``log``.
+
+    Raises:
+        RuntimeError: the process exited, or was not ready within ``timeout`` s.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith("LRFR_")}
     env.update(settings)
-    port = free_port()
+    port = free_port() if port is None else port
     command = [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -126,19 +138,21 @@ def serve(settings: dict[str, str], log: Path, *, timeout: float = 60) -> Iterat
     try:
         deadline = time.monotonic() + timeout
         while True:
-            assert process.poll() is None, log.read_text()
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited: {log.read_text()}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, f"not ready in {timeout} s: {log.read_text()}"
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready in {timeout} s: {log.read_text()}")
             time.sleep(0.2)
         yield base
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
