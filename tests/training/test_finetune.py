@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from models.backbones import create_backbone
 from tests.support.training import SyntheticSource
-from training.config import TrainConfig
+from training.config import DeriveNetConfig, TrainConfig
 from training.engine import finetune, train
 from training.objectives import DeriveNetObjective, batch_hard_triplet, octuplet_loss
 
@@ -65,7 +65,7 @@ def test_octuplet_gradient_reaches_both_resolutions() -> None:
 
 
 def test_derived_margin_logits() -> None:
-    objective = DeriveNetObjective(4, 3, scale=10.0, alpha=2.0)
+    objective = DeriveNetObjective(4, 3, DeriveNetConfig(scale=10.0, alpha=2.0))
     with torch.no_grad():
         objective.weight.copy_(torch.eye(4)[:, :3])
         objective.centres.copy_(torch.tensor([[1.0, 0, 0, 0], [1.0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
@@ -78,7 +78,7 @@ def test_derived_margin_logits() -> None:
 def test_derivenet_loss_updates_the_backbone() -> None:
     torch.manual_seed(0)
     backbone = create_backbone("ir-tiny", embedding_size=16, input_size=32)
-    objective = DeriveNetObjective(16, 3, decoder_hidden=8)
+    objective = DeriveNetObjective(16, 3, DeriveNetConfig(decoder_hidden=8))
     optimizer = torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.1)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     decoder_before = objective.decoder[0].weight.clone()

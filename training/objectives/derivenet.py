@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config import DeriveNetConfig
 from training.data import FaceSource, ResolutionPolicy
 from training.objectives.base import Batch, Objective, Stats, cross_resolution_sampler
 from training.objectives.registry import register_objective
@@ -45,13 +46,10 @@ class DeriveNetObjective(Objective):
     Args:
         embedding_size: D.
         num_classes: C.
-        scale: s.
-        alpha: α, weight of the derived margin.
-        centre_momentum: μ of the EMA ``C_c ← μ C_c + (1 − μ) mean g(z_i)`` over class c.
-        recent_weight: λ.
-        decoder_hidden: hidden width of g.
-        target: ``embedding`` or ``image``.
-        image_side: side of the HR thumbnail for ``target="image"``.
+        settings: s, α, the centre momentum μ (of the EMA
+            ``C_c ← μ C_c + (1 − μ) mean g(z_i)`` over class c), λ, the hidden width of g,
+            the target and the thumbnail side (the config's ``finetune.derivenet``; its
+            defaults when not given).
     """
 
     centres: torch.Tensor
@@ -60,36 +58,21 @@ class DeriveNetObjective(Objective):
     needs_hr = True
 
     def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        *,
-        scale: float = 32.0,
-        alpha: float = 4.0,
-        centre_momentum: float = 0.9,
-        recent_weight: float = 1.0,
-        decoder_hidden: int = 512,
-        target: str = "embedding",
-        image_side: int = 16,
+        self, embedding_size: int, num_classes: int, settings: DeriveNetConfig | None = None
     ) -> None:
         super().__init__()
-        if target not in ("embedding", "image"):
-            raise ValueError(f"target must be 'embedding' or 'image', got {target!r}")
         self.name = "derivenet"
-        self.scale = scale
-        self.alpha = alpha
-        self.centre_momentum = centre_momentum
-        self.recent_weight = recent_weight
-        self.target = target
-        self.image_side = image_side
-        out = embedding_size if target == "embedding" else 3 * image_side * image_side
+        self.settings = settings = settings or DeriveNetConfig()
+        side = settings.image_side
+        out = embedding_size if settings.target == "embedding" else 3 * side * side
         self.weight = nn.Parameter(torch.empty(embedding_size, num_classes))
         nn.init.normal_(self.weight, std=0.01)
+        hidden = settings.decoder_hidden
         self.decoder = nn.Sequential(
-            nn.Linear(embedding_size, decoder_hidden),
-            nn.BatchNorm1d(decoder_hidden),
-            nn.PReLU(decoder_hidden),
-            nn.Linear(decoder_hidden, out),
+            nn.Linear(embedding_size, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.PReLU(hidden),
+            nn.Linear(hidden, out),
         )
         self.register_buffer("centres", torch.zeros(num_classes, out))
         self.register_buffer("centre_seen", torch.zeros(num_classes, dtype=torch.bool))
@@ -100,14 +83,13 @@ class DeriveNetObjective(Objective):
         centres = F.normalize(self.centres, dim=1)  # unseen classes: zero rows -> cos 0
         similarity = (centres[labels] @ centres.T).clamp_min(0.0)
         not_target = torch.ones_like(similarity).scatter(1, labels.view(-1, 1), 0.0)
-        return self.scale * cosine + self.alpha * similarity * not_target
+        return self.settings.scale * cosine + self.settings.alpha * similarity * not_target
 
     def _targets(self, batch: Batch, hr_embeddings: torch.Tensor) -> torch.Tensor:
-        if self.target == "embedding":
+        if self.settings.target == "embedding":
             return F.normalize(hr_embeddings.detach().float(), dim=1)
-        thumbs = F.interpolate(
-            batch["hr_input"].float(), size=(self.image_side, self.image_side), mode="area"
-        )
+        side = self.settings.image_side
+        thumbs = F.interpolate(batch["hr_input"].float(), size=(side, side), mode="area")
         return thumbs.flatten(1)
 
     @torch.no_grad()
@@ -116,7 +98,7 @@ class DeriveNetObjective(Objective):
         counts = torch.bincount(labels, minlength=self.centres.shape[0]).to(sums.dtype)
         present = counts > 0
         means = sums[present] / counts[present].unsqueeze(1)
-        momentum = torch.where(self.centre_seen[present], self.centre_momentum, 0.0)
+        momentum = torch.where(self.centre_seen[present], self.settings.centre_momentum, 0.0)
         self.centres[present] = momentum.unsqueeze(1) * self.centres[present] + (
             1.0 - momentum.unsqueeze(1)
         ) * means
@@ -131,7 +113,7 @@ class DeriveNetObjective(Objective):
         logits = self.derived_logits(embeddings, both_labels)
         softmax_loss = F.cross_entropy(logits, both_labels)
         reconstructions = self.decoder(lr)
-        if self.target == "embedding":
+        if self.settings.target == "embedding":
             reconstructions = F.normalize(reconstructions, dim=1)
         targets = self._targets(batch, hr)
         reconstruction = (reconstructions - targets).pow(2).sum(dim=1)
@@ -140,7 +122,7 @@ class DeriveNetObjective(Objective):
         recent_loss = (reconstruction + centre).mean()
         if self.training:
             self._update_centres(reconstructions.detach(), labels)
-        loss = softmax_loss + self.recent_weight * recent_loss
+        loss = softmax_loss + self.settings.recent_weight * recent_loss
         with torch.no_grad():
             stats: Stats = {
                 "softmax_loss": softmax_loss.detach(),
@@ -178,15 +160,4 @@ class DeriveNetObjective(Objective):
 @register_objective("derivenet")
 def _build_derivenet(config: TrainConfig, num_classes: int, embedding_size: int) -> Objective:
     assert config.finetune is not None
-    settings = config.finetune.derivenet
-    return DeriveNetObjective(
-        embedding_size,
-        num_classes,
-        scale=settings.scale,
-        alpha=settings.alpha,
-        centre_momentum=settings.centre_momentum,
-        recent_weight=settings.recent_weight,
-        decoder_hidden=settings.decoder_hidden,
-        target=settings.target,
-        image_side=settings.image_side,
-    )
+    return DeriveNetObjective(embedding_size, num_classes, config.finetune.derivenet)
