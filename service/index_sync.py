@@ -197,12 +197,9 @@ class IndexSync:
             index = self._resync(gallery_id)
         self.backend.before_search()
         with index.lock.read():
-            total = index.count
-            sims, ids = index.search(vector, min(k, total))
-        # an exact index answers min(k, total); fewer from an approximate one means the
-        # lists it visits hold no more
-        exhausted = k >= total or len(ids) < min(k, total)
-        return Hits(sims, ids, exhausted)
+            sims, ids = index.search(vector, k)
+        # fewer than k: the gallery (or the lists an approximate index visits) holds no more
+        return Hits(sims, ids, exhausted=len(ids) < k)
 
     # -- startup, readiness, persistence, maintenance ---------------------------------------
 

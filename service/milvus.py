@@ -108,11 +108,14 @@ class MilvusGallery:
         )
         self.revision = revision
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def write(self, ids: np.ndarray, vectors: np.ndarray, *, replace: bool = True) -> None:
+        """Upserts (``replace``) or inserts rows; an insert is cheaper (no delete records)
+        but only for ids known to be absent."""
         vectors = _unit_rows(vectors, self.dim)
+        call = self._client.upsert if replace else self._client.insert
         for start in range(0, len(ids), _INSERT_BATCH):
             chunk = slice(start, start + _INSERT_BATCH)
-            self._client.upsert(
+            call(
                 self.collection,
                 [
                     {_ID: int(face_id), _VECTOR: vector}
@@ -127,7 +130,7 @@ class MilvusGallery:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, *, revision: int) -> None:
         if len(ids):
-            self.upsert(np.asarray(ids, dtype=np.int64), vectors)
+            self.write(np.asarray(ids, dtype=np.int64), vectors)
         self._record_revision(revision)
 
     def remove(self, ids: np.ndarray | list[int], *, revision: int) -> int:
@@ -269,19 +272,21 @@ class MilvusBackend:
         return gallery
 
     def build(self, gallery_id: int, batches: Batches, *, revision: int) -> MilvusGallery:
-        """Resyncs the collection with the database: upserts the faces it lacks, deletes
+        """Resyncs the collection with the database: writes the faces it lacks, deletes
         the ones the database no longer has (its ids are read before the database's, so a
-        face committed meanwhile is never deleted)."""
+        face committed meanwhile is never deleted). A new collection is filled by inserts;
+        an existing one by upserts, which another replica's writes cannot duplicate."""
         name = self.collection(gallery_id)
         for old in self._collections_of(gallery_id):
             if old != name:  # another model version: the database moved on from it
                 self._client.drop_collection(old)
-        if not self._client.has_collection(name):
+        fresh = not self._client.has_collection(name)
+        if fresh:
             self._create(name)
         else:
             self._client.load_collection(name)
         gallery = self._open(name, -1)
-        held = set(gallery.ids().tolist())
+        held = set() if fresh else set(gallery.ids().tolist())
         seen: set[int] = set()
         upserted = 0
         for ids, vectors in batches:
@@ -289,13 +294,16 @@ class MilvusBackend:
             seen.update(ids.tolist())
             missing = np.fromiter((i not in held for i in ids.tolist()), bool, len(ids))
             if missing.any():
-                gallery.upsert(ids[missing], np.asarray(vectors)[missing])
+                # absent when the collection's ids were read: inserted, not upserted
+                gallery.write(ids[missing], np.asarray(vectors)[missing], replace=not fresh)
                 upserted += int(missing.sum())
         extra = sorted(held - seen)
         gallery.delete(extra)
+        if upserted or extra:
+            self._client.flush(name)  # seals what was written, so it is indexed
         gallery.add(np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32), revision=revision)
         logger.info(
-            "resynced Milvus collection %s: %d upserted, %d deleted", name, upserted, len(extra)
+            "resynced Milvus collection %s: %d written, %d deleted", name, upserted, len(extra)
         )
         return gallery
 
