@@ -30,13 +30,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import CLIENT, free_port, running_service
+from service_bench import CLIENT_KEY, free_port, running_service
 
+from lrfr.client import ApiError, Client, Retry
 from training.degrade import degrade
 from training.eval.datasets import load_lfw
 from training.faces import LFW_DEEPFUNNELED_BOX, crop_lfw_deepfunneled
@@ -120,7 +120,7 @@ def main() -> None:
         data.mkdir()
         with running_service(model=model, database_url=f"sqlite:///{data}/db.sqlite3",
                              data_dir=data, port=free_port(), extra_env={}) as base, \
-                httpx.Client(base_url=base, headers=CLIENT, timeout=120) as http:
+                Client(base, CLIENT_KEY, timeout=120, retry=Retry(attempts=1)) as client:
             for kind in args.inputs.split(","):
                 for width in (int(w) for w in args.widths.split(",")):
                     make = MAKERS[kind]
@@ -138,13 +138,16 @@ def main() -> None:
                         fields = {**form}
                         if kind in FACE_FIELD and "face" not in fields:
                             fields["face"] = FACE_FIELD[kind]
-                        response = http.post(
-                            "/v1/verify", data=fields,
-                            files={"image1": ("a.png", images[0]), "image2": ("b.png", images[1])},
-                        )
-                        return {"status": response.status_code, **(
-                            response.json() if response.status_code == 200 else
-                            {"error": response.text[:200]})}
+                        threshold = fields.pop("threshold", None)
+                        try:
+                            answer = client.verify(
+                                ("a.png", images[0]), ("b.png", images[1]),
+                                threshold=None if threshold is None else float(threshold),
+                                **fields,  # far, face
+                            )
+                        except ApiError as error:
+                            return {"status": error.status, "error": str(error)[:200]}
+                        return {"status": 200, **answer.model_dump()}
 
                     with ThreadPoolExecutor(args.concurrency) as pool:
                         answers = list(pool.map(ask, zip(chosen, seeds, strict=True)))

@@ -14,11 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import CLIENT, _free_port, running_service
+from service_bench import CLIENT_KEY, free_port, running_service
+
+from lrfr.client import Client, Retry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,18 +35,17 @@ def main() -> None:
         data = Path(tmp) / "data"
         data.mkdir()
         with running_service(model=args.model, database_url=f"sqlite:///{data}/db.sqlite3",
-                             data_dir=data, port=_free_port(), extra_env={}) as base, \
-                httpx.Client(base_url=base, headers=CLIENT, timeout=60) as http:
+                             data_dir=data, port=free_port(), extra_env={}) as base, \
+                Client(base, CLIENT_KEY, retry=Retry(attempts=1)) as client:
             for face in ("aligned", "auto"):
                 latencies = []
                 for i in range(args.requests):
                     subject = args.orl / f"s{1 + i % 40}"
-                    files = {"image1": ("a.pgm", (subject / "1.pgm").read_bytes()),
-                             "image2": ("b.pgm", (subject / "2.pgm").read_bytes())}
+                    first = ("a.pgm", (subject / "1.pgm").read_bytes())
+                    second = ("b.pgm", (subject / "2.pgm").read_bytes())
                     started = time.perf_counter()
-                    response = http.post("/v1/verify", files=files, data={"face": face})
+                    client.verify(first, second, face=face)
                     latencies.append(time.perf_counter() - started)
-                    response.raise_for_status()
                 ms = np.asarray(latencies[10:]) * 1000  # the first ones warm up
                 print(f"| /v1/verify, two ORL photos, face={face} | "
                       f"{np.percentile(ms, 50):.1f} | {np.percentile(ms, 99):.1f} |")

@@ -40,6 +40,7 @@ from sqlalchemy import insert, select, update
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for tests.support, the tests' way of running the service
 
+from lrfr.client import ApiError, AsyncClient, Client, Retry  # noqa: E402
 from models.artifact import load_metadata  # noqa: E402
 from service.db import Face, Gallery, Subject, create_db_engine  # noqa: E402
 from tests.support.service import free_port, serve  # noqa: E402
@@ -48,8 +49,6 @@ logger = logging.getLogger("service_bench")
 
 ADMIN_KEY = "bench-admin-key-0123456789"
 CLIENT_KEY = "bench-client-key-0123456789"
-ADMIN = {"X-API-Key": ADMIN_KEY}
-CLIENT = {"X-API-Key": CLIENT_KEY}
 
 
 @dataclass
@@ -90,27 +89,25 @@ def running_service(
         yield base
 
 
+#: Timed requests are sent once: a retried 429/503 would hide the error in the latency.
+ONCE = Retry(attempts=1)
+
+
 def enroll_orl(base: str, orl: Path, gallery: str = "orl") -> None:
-    with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
-        http.post("/v1/galleries", json={"name": gallery}).raise_for_status()
+    with Client(base, ADMIN_KEY) as client:
+        client.create_gallery(gallery)
         for subject in range(1, 41):
-            http.post(
-                f"/v1/galleries/{gallery}/subjects", json={"id": f"s{subject}"}
-            ).raise_for_status()
-            files = [
-                ("images", (f"{i}.pgm", (orl / f"s{subject}" / f"{i}.pgm").read_bytes()))
-                for i in range(1, 6)
-            ]
-            http.post(
-                f"/v1/galleries/{gallery}/subjects/s{subject}/faces", files=files
-            ).raise_for_status()
+            client.create_subject(gallery, f"s{subject}")
+            client.enroll(
+                gallery, f"s{subject}", [orl / f"s{subject}" / f"{i}.pgm" for i in range(1, 6)]
+            )
 
 
 async def run_load(
     name: str,
     concurrency: int,
     total: int,
-    call: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    call: Callable[[AsyncClient, int], Awaitable[object]],
     base: str,
 ) -> LoadResult:
     """``total`` requests from ``concurrency`` clients, each sending its next request as
@@ -122,24 +119,29 @@ async def run_load(
     counter = iter(range(total))
     async with contextlib.AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=600)
+            AsyncClient(
+                api_key=CLIENT_KEY,
+                retry=ONCE,
+                http=await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=base, timeout=600)
+                ),
             )
             for _ in range(concurrency)
         ]
-        await asyncio.gather(*(call(http, 0) for http in clients))
+        await asyncio.gather(*(call(client, 0) for client in clients))
 
-        async def worker(http: httpx.AsyncClient) -> None:
+        async def worker(client: AsyncClient) -> None:
             nonlocal errors
             for number in counter:
                 started = time.perf_counter()
-                response = await call(http, number)
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
+                try:
+                    await call(client, number)
+                except ApiError:
                     errors += 1
+                latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for http in clients))
+        await asyncio.gather(*(worker(client) for client in clients))
         wall = time.perf_counter() - started
     return LoadResult(name, concurrency, np.asarray(latencies), wall, errors)
 
@@ -199,43 +201,38 @@ async def bench_synthetic(
     base: str, database_url: str, orl: Path, size: int, dim: int, requests: int
 ) -> tuple[str, float, LoadResult]:
     name = f"synthetic-{size}"
-    with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
-        http.post("/v1/galleries", json={"name": name}).raise_for_status()
+    with Client(base, ADMIN_KEY) as client:
+        client.create_gallery(name)
     insert_s = insert_synthetic(database_url, gallery=name, size=size, dim=dim)
-    probe = (orl / "s1" / "6.pgm").read_bytes()
+    probe = ("p.pgm", (orl / "s1" / "6.pgm").read_bytes())
 
-    async def identify(http: httpx.AsyncClient, _: int) -> httpx.Response:
-        return await http.post(
-            "/v1/identify", files={"image": ("p.pgm", probe)}, data={"gallery": name, "top_k": "5"}
-        )
+    async def identify(client: AsyncClient, _: int) -> object:
+        return await client.identify(probe, gallery=name, top_k=5)
 
-    async with httpx.AsyncClient(base_url=base, headers=CLIENT, timeout=1200) as http:
+    async with AsyncClient(base, CLIENT_KEY, timeout=1200, retry=ONCE) as client:
         started = time.perf_counter()
-        (await identify(http, 0)).raise_for_status()  # rebuilds the index from the database
+        await identify(client, 0)  # rebuilds the index from the database
         rebuild_s = time.perf_counter() - started
     result = await run_load(f"identify, {size:,} vectors", 1, requests, identify, base)
-    with httpx.Client(base_url=base, headers=ADMIN, timeout=600) as http:
-        http.delete(f"/v1/galleries/{name}").raise_for_status()  # frees its memory
+    with Client(base, ADMIN_KEY, timeout=600) as client:
+        client.delete_gallery(name)  # frees its memory
     logger.info("%s: insert %.1f s, first query (rebuild) %.1f s", name, insert_s, rebuild_s)
     return name, rebuild_s, result
 
 
 async def main_async(args: argparse.Namespace, base: str, dim: int) -> None:
     orl: Path = args.orl
-    probes = [(orl / f"s{s}" / f"{i}.pgm").read_bytes() for s in range(1, 41) for i in range(6, 11)]
+    probes = [
+        (f"s{s}-{i}.pgm", (orl / f"s{s}" / f"{i}.pgm").read_bytes())
+        for s in range(1, 41)
+        for i in range(6, 11)
+    ]
 
-    async def verify(http: httpx.AsyncClient, n: int) -> httpx.Response:
-        first, second = probes[n % len(probes)], probes[(n * 7 + 3) % len(probes)]
-        return await http.post(
-            "/v1/verify", files={"image1": ("a.pgm", first), "image2": ("b.pgm", second)}
-        )
+    async def verify(client: AsyncClient, n: int) -> object:
+        return await client.verify(probes[n % len(probes)], probes[(n * 7 + 3) % len(probes)])
 
-    async def identify(http: httpx.AsyncClient, n: int) -> httpx.Response:
-        return await http.post(
-            "/v1/identify",
-            files={"image": ("p.pgm", probes[n % len(probes)])},
-            data={"gallery": "orl", "top_k": "5"},
-        )
+    async def identify(client: AsyncClient, n: int) -> object:
+        return await client.identify(probes[n % len(probes)], gallery="orl", top_k=5)
 
     results: list[LoadResult] = []
     for concurrency in args.concurrency:
