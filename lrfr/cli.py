@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lrfr.commands.train",
     "lrfr.commands.finetune",
     "lrfr.commands.export",
+    "lrfr.commands.quantize",
     "lrfr.commands.gate",
     "lrfr.commands.calibrate",
     "lrfr.commands.teacher",

@@ -9,6 +9,7 @@ Input contract: float32 NCHW tensor of ``input_size`` (height, width), channels 
 ``colour_order``, values ``(pixel - mean) / std`` with pixels in [0, 255].
 Output: one embedding of ``embedding_size`` per image (not necessarily normalised).
 A quality-gated model says so in ``gate``: its threshold and where each branch came from.
+``precision`` says whether the graph computes in fp32 (as exported), int8 or fp16.
 """
 
 from __future__ import annotations
@@ -226,6 +227,12 @@ class ModelMetadata(BaseModel):
         default=None,
         description="The quality gate and its two branches (versioned); null for a model "
         "that is not gated.",
+    )
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32",
+        description="Arithmetic of the graph (``models.quantize``): fp32 as exported, int8 "
+        "(static QDQ, for the CPU provider) or fp16 (for CUDA). The input and output are "
+        "float32 whatever the precision; metadata without the field is fp32.",
     )
     extra: dict[str, object] = Field(default_factory=dict, description="Free-form notes.")
 

@@ -2,7 +2,9 @@
 
 Writes the model artifact (``model.onnx`` + ``model.json``, with an ONNX Runtime parity
 check) from a training checkpoint and, with ``--calibrate-on``, the cosine thresholds
-at FAR 1e-2 / 1e-3 / 1e-4 measured on LFW pairs through the exported graph.
+at FAR 1e-2 / 1e-3 / 1e-4 measured on LFW pairs through the exported graph. With
+``--quantize int8`` / ``--quantize fp16`` it also writes ``model.int8.onnx`` /
+``model.fp16.onnx`` (``lrfr quantize``), carrying the same thresholds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def export(
     training_data: str | None = typer.Option(
         None, help="Training data description (default: from the checkpoint)."
     ),
+    quantize: list[str] = typer.Option(
+        [], "--quantize",
+        help="Also write OUT.int8.onnx (CPU) and/or OUT.fp16.onnx (CUDA); see lrfr quantize.",
+    ),
+    quantize_data: Path | None = typer.Option(
+        None, "--quantize-data",
+        help="LFW folder whose peopleDevTrain crops calibrate/check them (default: "
+        "--calibrate-on).",
+    ),
 ) -> None:
     """Export a checkpoint's backbone to an ONNX artifact with metadata."""
     from models.checkpoint import Checkpoint, CheckpointError
@@ -43,6 +54,13 @@ def export(
         raise typer.BadParameter("use 'all' or 'pairs'", param_hint="--impostors")
     if view not in (1, 2):
         raise typer.BadParameter("LFW view must be 1 or 2", param_hint="--view")
+    unknown = [p for p in quantize if p not in ("int8", "fp16")]
+    if unknown:
+        raise typer.BadParameter(f"use int8 or fp16, got {unknown}", param_hint="--quantize")
+    crops_from = quantize_data or calibrate_on
+    if quantize and crops_from is None:
+        raise typer.BadParameter("needs --quantize-data or --calibrate-on (an LFW folder)",
+                                 param_hint="--quantize")
     if not checkpoint.is_file():
         typer.echo(f"error: checkpoint not found: {checkpoint}", err=True)
         raise typer.Exit(code=2)
@@ -83,6 +101,15 @@ def export(
                 + ("n/a (too few impostors)" if threshold is None
                    else f"{threshold:.4f}, TAR {tar:.4f}")
             )
+    for precision in quantize:
+        from lrfr.commands.quantize import convert, default_output
+
+        target = default_output(out, precision)
+        assert crops_from is not None
+        converted, agreement = convert(out, precision, target, crops_from, crops=1152,
+                                       check_crops=288, threads=None)
+        typer.echo(f"wrote {target} ({converted.precision}): min cosine "
+                   f"{agreement.min_cosine:.6f} against {out.name} on {agreement.faces} crops")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,80 @@
+"""``lrfr quantize MODEL.onnx --to int8|fp16|fp32 --data LFW_DIR``.
+
+Writes a converted copy of an fp32 artifact beside it (``MODEL.int8.onnx`` ...), with its
+metadata, after checking it against the source on real LFW crops of every resolution:
+
+* ``int8``: static QDQ quantization for the CPU provider, activation ranges calibrated on
+  ``peopleDevTrain`` crops at 112-7 px (``--crops`` of them);
+* ``fp16``: for the CUDA provider (checked on the CPU provider);
+* ``fp32``: no conversion; only the branch-only rewrite of a gated graph.
+
+A gated graph that still runs both branches is made branch-only in every case. Measure
+the accuracy with ``lrfr eval lfw --view 1 --cross-resolution`` before serving it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+PRECISIONS = ("int8", "fp16", "fp32")
+
+
+def default_output(model: Path, precision: str) -> Path:
+    """``lrfr.onnx`` -> ``lrfr.int8.onnx`` (``lrfr.fp32.onnx`` for the branch-only copy)."""
+    return model.with_name(f"{model.stem}.{precision}.onnx")
+
+
+def convert(model: Path, precision: str, out: Path, data: Path, *, crops: int,
+            check_crops: int, threads: int | None) -> tuple[Any, Any]:
+    """Converts ``model`` to ``precision`` at ``out``; returns (metadata, agreement).
+
+    Raises:
+        ValueError: not an fp32 artifact, an unknown precision, or (fp32) not gated.
+        FileNotFoundError: the LFW folder lacks ``peopleDevTrain.txt`` or images.
+    """
+    from models.quantize import convert_fp16, quantize_int8, write_branch_only
+    from training.crops import lfw_crops
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"--to must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        calibration = lfw_crops(data, count=crops)
+        return quantize_int8(model, out, calibration, threads=threads)
+    check = lfw_crops(data, count=check_crops)
+    if precision == "fp16":
+        return convert_fp16(model, out, check, threads=threads)
+    return write_branch_only(model, out, check, threads=threads)
+
+
+def quantize(
+    model: Path = typer.Argument(..., help="An fp32 model artifact (.onnx, its .json beside it)."),
+    to: str = typer.Option("int8", "--to", help="int8 (CPU), fp16 (CUDA) or fp32 (the "
+                           "branch-only rewrite of a gated graph only)."),
+    data: Path = typer.Option(..., "--data", "-d", help="LFW folder: peopleDevTrain crops "
+                              "calibrate int8 and check every conversion."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Default: MODEL.<precision>.onnx beside MODEL."),
+    crops: int = typer.Option(1152, help="int8 calibration crops (cycling 112-7 px)."),
+    check_crops: int = typer.Option(288, help="Crops the fp16/fp32 copies are checked on."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime threads."),
+) -> None:
+    """Convert a model artifact to int8 or fp16 (and gated graphs to branch-only)."""
+    from models.artifact import ArtifactError
+
+    target = out or default_output(model, to)
+    try:
+        metadata, agreement = convert(model, to, target, data, crops=crops,
+                                      check_crops=check_crops, threads=threads)
+    except (ArtifactError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"wrote {target} ({metadata.precision}); against {model.name} on "
+               f"{agreement.faces} LFW crops: min cosine {agreement.min_cosine:.6f}, mean "
+               f"{agreement.mean_cosine:.6f}, max |diff| {agreement.max_abs_diff:.2e}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize)

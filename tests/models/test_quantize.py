@@ -1,0 +1,113 @@
+"""int8 and fp16 copies of an artifact (models.quantize, lrfr quantize): the metadata they
+carry, the gate kept in float32, and their agreement with the fp32 graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrfr.cli import app
+from models.artifact import GateBranch, GateInfo, load_metadata
+from models.backbones.gated import QualityGated
+from models.embedder import OnnxEmbedder
+from models.export import export_onnx
+from models.quality import laplacian_score
+from models.quantize import convert_fp16, quantize_int8, write_branch_only
+
+GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
+                blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
+
+
+def _crops(count: int, seed: int = 0) -> np.ndarray:
+    """Random pictures, every other one smooth (low q: the blurred branch)."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(count):
+        side = 112 if i % 2 == 0 else 7
+        small = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((112, 112), Image.Resampling.BICUBIC)
+        crops.append(np.asarray(image))
+    return np.stack(crops)
+
+
+@pytest.fixture(scope="module")
+def gated_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.models.conftest import make_tiny_backbone
+
+    gated = QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1), gate=3.0)
+    path = tmp_path_factory.mktemp("gated") / "g.onnx"
+    export_onnx(gated, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE,
+                branch_only=False)  # as older exports were: both branches on every face
+    return path
+
+
+def test_the_crops_reach_both_branches() -> None:
+    q = [laplacian_score(crop).laplacian for crop in _crops(4)]
+    assert q[0] >= 3.0 > q[1]
+
+
+def test_int8_copy(gated_artifact: Path, tmp_path: Path) -> None:
+    metadata, check = quantize_int8(gated_artifact, tmp_path / "g.int8.onnx", _crops(32), batch=8)
+    assert metadata == load_metadata(tmp_path / "g.int8.onnx")  # sha256 of the new graph
+    assert metadata.precision == "int8" and metadata.gate == GATE
+    assert metadata.extra["gate_graph"].startswith("branch-only")
+    assert check.faces == 32 and check.min_cosine > 0.95
+    graph = onnx.load(str(tmp_path / "g.int8.onnx")).graph
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)
+    quantized_inputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    # the Laplacian of the gate reads float32 pixels: no dequantized input
+    gate_convs = [n for n in graph.node if n.op_type == "Conv" and not n.name.startswith(
+        ("sharp_rows/", "blurred_rows/"))]
+    assert gate_convs and not set(gate_convs[0].input) & quantized_inputs
+    embedder = OnnxEmbedder(tmp_path / "g.int8.onnx")
+    assert embedder.embed_pixels(_crops(3)).shape == (3, 16)
+
+
+def test_fp16_copy_keeps_the_float32_contract(gated_artifact: Path, tmp_path: Path) -> None:
+    metadata, check = convert_fp16(gated_artifact, tmp_path / "g.fp16.onnx", _crops(8))
+    assert metadata.precision == "fp16" and check.min_cosine > 0.999
+    graph = onnx.load(str(tmp_path / "g.fp16.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+
+
+def test_branch_only_copy_is_the_same_function(gated_artifact: Path, tmp_path: Path) -> None:
+    metadata, check = write_branch_only(gated_artifact, tmp_path / "g.bo.onnx", _crops(8))
+    assert check.min_cosine >= 0.99999 and check.max_abs_diff < 1e-5
+    assert metadata.precision == "fp32" and metadata.gate == GATE
+    with pytest.raises(ValueError, match="not a gated graph"):
+        write_branch_only(tmp_path / "g.bo.onnx", tmp_path / "again.onnx", _crops(2))
+
+
+def test_refuses_to_convert_a_converted_model(gated_artifact: Path, tmp_path: Path) -> None:
+    convert_fp16(gated_artifact, tmp_path / "g.fp16.onnx", _crops(4))
+    with pytest.raises(ValueError, match="already fp16"):
+        quantize_int8(tmp_path / "g.fp16.onnx", tmp_path / "x.onnx", _crops(8))
+
+
+def test_int8_calibration_needs_both_sides_of_the_gate(gated_artifact: Path,
+                                                        tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="both sides of the gate"):
+        quantize_int8(gated_artifact, tmp_path / "x.onnx", _crops(8)[::2])
+
+
+def test_lrfr_quantize_on_lfw_crops(gated_artifact: Path, tmp_path: Path,
+                                    shared_data_dir: Path) -> None:
+    lfw = shared_data_dir / "lfw"
+    if not (lfw / "peopleDevTrain.txt").is_file():
+        pytest.skip("LFW peopleDevTrain.txt not found")
+    model = tmp_path / "g.onnx"
+    for suffix in (".onnx", ".json"):
+        model.with_suffix(suffix).write_bytes(gated_artifact.with_suffix(suffix).read_bytes())
+    result = CliRunner().invoke(app, ["quantize", str(model), "--to", "int8", "--data", str(lfw),
+                                      "--crops", "48"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and load_metadata(tmp_path / "g.int8.onnx").precision == "int8"
+    result = CliRunner().invoke(app, ["quantize", str(model), "--to", "int4", "--data", str(lfw)])
+    assert result.exit_code == 1 and "--to must be one of" in result.output
