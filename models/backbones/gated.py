@@ -10,8 +10,9 @@ a blurred probe) are therefore exactly the cross-resolution comparisons the stud
 trained for, while sharp faces keep the teacher's accuracy. Each output is
 L2-normalised before the choice, since the two networks' norms differ.
 
-Both branches run on every image (a data-dependent branch would not batch); the cost is
-the sum of the two.
+In torch both branches run on every image (a data-dependent branch would not batch);
+the cost is the sum of the two. The exported ONNX graph does not pay it: ``lrfr export``
+rewrites it so each image runs only its branch (``models.branch_only``, same outputs).
 """
 
 from __future__ import annotations
