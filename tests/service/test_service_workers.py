@@ -5,12 +5,6 @@ real command."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +17,12 @@ from tests.support.service import (
     ADMIN_KEY,
     CLIENT,
     CLIENT_KEY,
-    REPO_ROOT,
     create_gallery,
     create_subject,
     enroll,
     face_png,
     identify,
+    serve,
 )
 
 
@@ -52,38 +46,15 @@ def test_what_one_worker_writes_the_others_search(make_client: Callable[..., obj
         assert "a" not in _subjects(second, face_png(1))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_lrfr_serve_with_two_workers(model_path: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
-    env.update(
+    settings = dict(
         LRFR_MODEL_PATH=str(model_path), LRFR_DATA_DIR=str(tmp_path / "data"),
         LRFR_ADMIN_KEYS=ADMIN_KEY, LRFR_CLIENT_KEYS=CLIENT_KEY, LRFR_DEFAULT_FACE="aligned",
         LRFR_WORKERS="2",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not become ready in 90 s"
-            time.sleep(0.3)
-        time.sleep(2)  # the second worker may start a little later
+    log = tmp_path / "serve.log"
+    with serve(settings, log, timeout=90, stop_timeout=30) as base:
 
         def call(method: str, path: str, **kwargs: object) -> httpx.Response:
             # a fresh connection per request, so requests reach either worker
@@ -107,13 +78,4 @@ def test_lrfr_serve_with_two_workers(model_path: Path, tmp_path: Path) -> None:
             found = call("POST", "/v1/identify", files={"image": ("p.png", face_png(0))},
                          data={"gallery": "g"}, headers=CLIENT)
             assert "a" not in [m["subject"] for m in found.json()["matches"]]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    output = process.stdout.read() if process.stdout else ""
-    assert output.count("Started server process") == 2, output
-    assert "starting 2 workers" in output
+    assert "starting 2 workers" in log.read_text()
