@@ -4,7 +4,8 @@
 #   docker build -t lrfr-service .                          # CPU
 #   docker build -t lrfr-service:cuda --build-arg VARIANT=cuda .
 # The model is not baked in: mount it read-only and point LRFR_MODEL_PATH at it (see
-# docker-compose.yml and docs/service.md). The image runs exactly `lrfr serve`.
+# docker-compose.yml and docs/service.md). The image runs exactly `lrfr serve`;
+# LRFR_WORKERS=N runs N worker processes (`lrfr serve --workers`).
 
 ARG VARIANT=cpu
 ARG CPU_BASE=python:3.11-slim-bookworm
@@ -46,7 +47,8 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/lrfr --create-home lrfr
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LRFR_DATA_DIR=/var/lib/lrfr \
-    LRFR_MODEL_PATH=/models/lrfr.onnx
+    LRFR_MODEL_PATH=/models/lrfr.onnx \
+    LRFR_WORKERS=1
 USER lrfr
 WORKDIR /var/lib/lrfr
 VOLUME ["/var/lib/lrfr"]

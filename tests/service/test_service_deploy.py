@@ -161,6 +161,7 @@ def test_compose_file_structure() -> None:
     environment = service["environment"]
     assert environment["LRFR_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert ":?" in environment["LRFR_ADMIN_KEYS"]  # no default key in deployment
+    assert environment["LRFR_WORKERS"] == "${LRFR_WORKERS:-1}"  # lrfr serve --workers
 
 
 def test_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
