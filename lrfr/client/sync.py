@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from lrfr.client import calls
+import lrfr.client.calls as calls
 from lrfr.client.calls import Call, FaceMode, ImageInput, Retry
 from service.schemas import (
     DetectResponse,
