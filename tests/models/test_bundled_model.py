@@ -46,6 +46,20 @@ def test_metadata_describes_the_gate() -> None:
     assert metadata.extra["step"] == 2080
 
 
+def test_runs_only_the_branch_each_face_needs() -> None:
+    import onnx
+
+    from models.branch_only import is_gated_both_branches
+
+    metadata = load_metadata(BUNDLED)
+    assert metadata.extra["gate_graph"].startswith("branch-only") and metadata.precision == "fp32"
+    parity = metadata.extra["branch_only_parity"]
+    assert parity["min_cosine"] >= 0.99999 and parity["faces"] > 10_000
+    graph = onnx.load(str(BUNDLED), load_external_data=False).graph
+    assert not is_gated_both_branches(onnx.ModelProto(graph=graph))
+    assert sum(node.op_type == "ScatterND" for node in graph.node) == 2
+
+
 def test_recognises_unseen_lfw_pairs(shared_data_dir: Path) -> None:
     from training.eval.datasets import load_lfw
     from training.eval.embedding import load_model
