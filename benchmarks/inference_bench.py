@@ -124,7 +124,8 @@ def build_variants(args: argparse.Namespace, workdir: Path) -> list[tuple[str, P
 
 
 def _signed(value: float, reference: float) -> str:
-    return f"{value:.1f} ({value - reference:+.1f})"
+    difference = round(value - reference, 1) + 0.0  # no "-0.0"
+    return f"{value:.1f} ({difference:+.1f})"
 
 
 def print_table(variants: list[Variant], crops: np.ndarray) -> None:
