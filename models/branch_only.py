@@ -27,6 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 #: ``metadata.extra`` key saying how a gated graph computes its branches.
 GRAPH_KEY = "gate_graph"
 BRANCH_ONLY = "branch-only: each face runs the branch its q selects (gather, scatter back)"
+#: Name prefixes of the copied branches' nodes: the sharp one's, then the blurred one's.
+BRANCH_PREFIXES = ("sharp_rows/", "blurred_rows/")
 
 
 class GraphRewriteError(ValueError):
@@ -168,9 +170,10 @@ def make_branch_only(model: onnx.ModelProto) -> onnx.ModelProto:
         rows[branch] = f"gate/{branch}_indices"
 
     sharp_renames = {source: "gate/sharp_input"}
-    sharp_copy = _copy_branch(graph, sharp_nodes, prefix="sharp_rows/", renames=sharp_renames)
+    sharp_copy = _copy_branch(graph, sharp_nodes, prefix=BRANCH_PREFIXES[0],
+                              renames=sharp_renames)
     blurred_renames = {source: "gate/blurred_input"}
-    blurred_copy = _copy_branch(graph, blurred_nodes, prefix="blurred_rows/",
+    blurred_copy = _copy_branch(graph, blurred_nodes, prefix=BRANCH_PREFIXES[1],
                                 renames=blurred_renames)
     sharp_out = sharp_renames[where.input[1]]
     blurred_out = blurred_renames[where.input[2]]
