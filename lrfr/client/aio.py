@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from service.schemas import (
     Health,
     IdentifyFrameResponse,
     IdentifyResponse,
+    Page,
     QualityResponse,
     Readiness,
     ReembedResponse,
@@ -186,14 +187,10 @@ class AsyncClient:
 
     async def iter_galleries(self, *, page: int = 100) -> AsyncIterator[GalleryOut]:
         """Every gallery, reading ``page`` at a time."""
-        offset = 0
-        while True:
-            found = await self.list_galleries(offset=offset, limit=page)
-            for item in found.items:
-                yield item
-            offset += len(found.items)
-            if not found.items or offset >= found.total:
-                return
+        async for item in _every_page(
+            lambda offset: self.list_galleries(offset=offset, limit=page)
+        ):
+            yield item
 
     async def get_gallery(self, name: str) -> GalleryOut:
         """``GET /v1/galleries/{gallery}``."""
@@ -230,14 +227,10 @@ class AsyncClient:
         self, gallery: str, *, page: int = 100
     ) -> AsyncIterator[SubjectOut]:
         """Every subject of ``gallery``, reading ``page`` at a time."""
-        offset = 0
-        while True:
-            found = await self.list_subjects(gallery, offset=offset, limit=page)
-            for item in found.items:
-                yield item
-            offset += len(found.items)
-            if not found.items or offset >= found.total:
-                return
+        async for item in _every_page(
+            lambda offset: self.list_subjects(gallery, offset=offset, limit=page)
+        ):
+            yield item
 
     async def get_subject(self, gallery: str, subject: str) -> SubjectDetail:
         """``GET /v1/galleries/{gallery}/subjects/{subject}``: with its faces."""
@@ -270,3 +263,13 @@ class AsyncClient:
     async def delete_face(self, gallery: str, subject: str, face: int) -> None:
         """``DELETE .../faces/{face}`` (admin)."""
         return await self.send(calls.delete_face(gallery, subject, face))
+
+
+async def _every_page(read: Callable[[int], Awaitable[Page[T]]]) -> AsyncIterator[T]:
+    """The items of every page ``read(offset)`` answers, from offset 0 to the last page."""
+    offset: int | None = 0
+    while offset is not None:
+        found = await read(offset)
+        for item in found.items:
+            yield item
+        offset = calls.next_offset(offset, found)

@@ -28,6 +28,7 @@ from service.schemas import (
     Health,
     IdentifyFrameResponse,
     IdentifyResponse,
+    Page,
     QualityResponse,
     Readiness,
     ReembedResponse,
@@ -136,6 +137,12 @@ def read_image(image: ImageInput, name: str = "image") -> tuple[str, bytes, str]
         filename, data = Path(str(getattr(image, "name", name))).name, image.read()
     media = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     return filename, data, media
+
+
+def next_offset(offset: int, page: Page[Any]) -> int | None:
+    """Where the page after ``page`` (read at ``offset``) starts, or None after the last."""
+    offset += len(page.items)
+    return None if not page.items or offset >= page.total else offset
 
 
 def _form(**fields: object) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from service.schemas import (
     Health,
     IdentifyFrameResponse,
     IdentifyResponse,
+    Page,
     QualityResponse,
     Readiness,
     ReembedResponse,
@@ -182,13 +183,7 @@ class Client:
 
     def iter_galleries(self, *, page: int = 100) -> Iterator[GalleryOut]:
         """Every gallery, reading ``page`` at a time."""
-        offset = 0
-        while True:
-            found = self.list_galleries(offset=offset, limit=page)
-            yield from found.items
-            offset += len(found.items)
-            if not found.items or offset >= found.total:
-                return
+        yield from _every_page(lambda offset: self.list_galleries(offset=offset, limit=page))
 
     def get_gallery(self, name: str) -> GalleryOut:
         """``GET /v1/galleries/{gallery}``."""
@@ -221,13 +216,9 @@ class Client:
 
     def iter_subjects(self, gallery: str, *, page: int = 100) -> Iterator[SubjectOut]:
         """Every subject of ``gallery``, reading ``page`` at a time."""
-        offset = 0
-        while True:
-            found = self.list_subjects(gallery, offset=offset, limit=page)
-            yield from found.items
-            offset += len(found.items)
-            if not found.items or offset >= found.total:
-                return
+        yield from _every_page(
+            lambda offset: self.list_subjects(gallery, offset=offset, limit=page)
+        )
 
     def get_subject(self, gallery: str, subject: str) -> SubjectDetail:
         """``GET /v1/galleries/{gallery}/subjects/{subject}``: with its faces."""
@@ -258,3 +249,12 @@ class Client:
     def delete_face(self, gallery: str, subject: str, face: int) -> None:
         """``DELETE .../faces/{face}`` (admin)."""
         return self.send(calls.delete_face(gallery, subject, face))
+
+
+def _every_page(read: Callable[[int], Page[T]]) -> Iterator[T]:
+    """The items of every page ``read(offset)`` answers, from offset 0 to the last page."""
+    offset: int | None = 0
+    while offset is not None:
+        found = read(offset)
+        yield from found.items
+        offset = calls.next_offset(offset, found)
