@@ -55,6 +55,10 @@ class OnnxEmbedder:
         providers: ONNX Runtime execution providers in order of preference; by default
             CUDA when this onnxruntime build offers it, else CPU.
         threads: intra-op threads for the CPU provider (``None``: ONNX Runtime decides).
+        spin: whether idle intra-op threads busy-wait for the next piece of work (``None``:
+            ONNX Runtime's default, they do). ``False`` lets them sleep, leaving the cores
+            to the rest of the process and to other processes: on a 2-core machine shared
+            with other work, a 2-face batch took 16 ms instead of 38 ms.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class OnnxEmbedder:
         *,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        spin: bool | None = None,
     ) -> None:
         import onnxruntime as ort  # the service extra; kept local so metadata tools need none
 
@@ -75,6 +80,8 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if spin is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=list(providers)

@@ -66,6 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.model_path or BUNDLED_MODEL_PATH,  # the settings fill it in
             providers=settings.execution_providers or None,
             threads=settings.ort_threads,
+            spin=settings.ort_spin,
         )
     )
     model = embedder.metadata

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(default=2.0, ge=0, description="Micro-batch collection window.")
     max_batch_size: int = Field(default=32, gt=0)
     ort_threads: int | None = Field(default=None, gt=0)
+    ort_spin: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's idle threads busy-wait for work (faster only on "
+        "cores nothing else needs; off, they leave the CPU to HTTP, decoding and search).",
+    )
     execution_providers: KeyList = Field(
         default_factory=list, description="ONNX Runtime providers; default CUDA if present, CPU."
     )
