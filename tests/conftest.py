@@ -28,6 +28,25 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def orl_dir(shared_data_dir: Path) -> Path:
+    """``../shared/data/orl`` (a folder per subject); skips when absent."""
+    orl = shared_data_dir / "orl"
+    if not (orl / "s1" / "1.pgm").is_file():
+        pytest.skip(f"ORL faces not found at {orl}")
+    return orl
+
+
+@pytest.fixture(scope="session")
+def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The non-learned reference model (``service.reference_model``), built once."""
+    from service.reference_model import build_reference_model
+
+    path = tmp_path_factory.mktemp("model") / "reference.onnx"
+    build_reference_model(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def lfw_images_dir(shared_data_dir: Path) -> Path:
     """``../shared/data/lfw/images`` (one folder per person); skips when absent."""
     images = shared_data_dir / "lfw" / "images"

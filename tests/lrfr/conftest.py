@@ -1,4 +1,5 @@
-"""Fixtures of the client and command-line tests: the reference model and a started app."""
+"""Fixtures of the client and command-line tests: a started app (the reference model is
+tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.reference_model import build_reference_model
 from service.settings import Settings
 from tests.support.service import ADMIN_KEY, CLIENT_KEY
-
-
-@pytest.fixture(scope="session")
-def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The non-learned reference model (``service.reference_model``), built once."""
-    path = tmp_path_factory.mktemp("model") / "reference.onnx"
-    build_reference_model(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def orl_dir(shared_data_dir: Path) -> Path:
-    """``../shared/data/orl`` (a folder per subject); skips when absent."""
-    orl = shared_data_dir / "orl"
-    if not (orl / "s1" / "1.pgm").is_file():
-        pytest.skip(f"ORL faces not found at {orl}")
-    return orl
 
 
 @pytest.fixture

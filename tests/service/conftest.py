@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from service.app import create_app
-from service.reference_model import build_reference_model
 from service.settings import Settings
 from tests.support.service import ADMIN_KEY, CLIENT_KEY
 
@@ -51,19 +50,9 @@ def vector_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The non-learned reference model (``service.reference_model``), built once."""
-    path = tmp_path_factory.mktemp("model") / "reference.onnx"
-    build_reference_model(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def orl_dir(shared_data_dir: Path) -> Path:
-    orl = shared_data_dir / "orl"
-    if not (orl / "s1" / "1.pgm").is_file():
-        pytest.skip(f"ORL faces not found at {orl}")
-    return orl
+def model_path(reference_model: Path) -> Path:
+    """The non-learned reference model (``reference_model`` of tests/conftest.py)."""
+    return reference_model
 
 
 def _reset_postgres(url: str) -> None:
