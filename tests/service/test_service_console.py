@@ -16,7 +16,6 @@ import pytest
 from PIL import Image, ImageFilter
 
 from lrfr.client import Client
-from service.settings import BUNDLED_MODEL_PATH
 from tests.support.browser import (
     chromium,
     console_errors,
@@ -25,7 +24,7 @@ from tests.support.browser import (
     require_chromium,
     screenshot,
 )
-from tests.support.service import ADMIN_KEY, CLIENT_KEY, serve
+from tests.support.service import ADMIN_KEY, CLIENT_KEY, serve_bundled
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 60
@@ -35,15 +34,7 @@ TIMEOUT = 60
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lrfr serve`` with the bundled model on a fresh SQLite database."""
     require_chromium()
-    if not BUNDLED_MODEL_PATH.is_file():
-        pytest.skip(f"no bundled model at {BUNDLED_MODEL_PATH}")
-    folder = tmp_path_factory.mktemp("console")
-    settings = {
-        "LRFR_DATA_DIR": str(folder / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-    }
-    with serve(settings, folder / "serve.log") as base:
+    with serve_bundled(tmp_path_factory.mktemp("console")) as base:
         yield base
 
 

@@ -6,76 +6,78 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.support.service import ADMIN, ADMIN_KEY, CLIENT, CLIENT_KEY, face_png
+from tests.support.service import (
+    ADMIN,
+    ADMIN_KEY,
+    CLIENT,
+    CLIENT_KEY,
+    face_png,
+    free_port,
+    serve_env,
+    stop,
+    wait_ready,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "compose-test-password", "LRFR_ADMIN_KEYS": ADMIN_KEY}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
-    env.update(values)
-    return env
-
-
-def _lrfr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``command`` run in the repository root, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "lrfr.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
+
+
+def _lrfr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, "-m", "lrfr.cli", *args], env)
+
+
+def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``docker-compose`` on COMPOSE_FILE (the test is skipped without it), with ``env``
+    over the caller's environment less its ``LRFR_*`` and ``POSTGRES_*`` variables."""
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LRFR_", "POSTGRES_"))}
+    command = [executable, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
+    return _run([*command, *args], {**base, **env})
 
 
 @pytest.mark.slow
 def test_lrfr_serve_runs_the_service(model_path: Path, database_url: str, tmp_path: Path) -> None:
-    port = _free_port()
-    env = _serve_env(
-        LRFR_MODEL_PATH=str(model_path),
-        LRFR_DATABASE_URL=database_url,
-        LRFR_DATA_DIR=str(tmp_path / "data"),
-        LRFR_ADMIN_KEYS=ADMIN_KEY,
-        LRFR_CLIENT_KEYS=CLIENT_KEY,
+    port = free_port()
+    env = serve_env(
+        {
+            "LRFR_MODEL_PATH": str(model_path),
+            "LRFR_DATABASE_URL": database_url,
+            "LRFR_DATA_DIR": str(tmp_path / "data"),
+            "LRFR_ADMIN_KEYS": ADMIN_KEY,
+            "LRFR_CLIENT_KEYS": CLIENT_KEY,
+        }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not become ready in 60 s"
-            time.sleep(0.3)
+        wait_ready(process, base, log)
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.post("/v1/galleries", json={"name": "g"}, headers=ADMIN).status_code == 201
             assert (
@@ -97,28 +99,24 @@ def test_lrfr_serve_runs_the_service(model_path: Path, database_url: str, tmp_pa
             assert found.json()["matches"][0]["subject"] == "a"
             assert found.json()["decision"] == "match"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    output = process.stdout.read() if process.stdout else ""
+        returncode = stop(process)  # SIGTERM
+    output = log.read_text()
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
-    assert process.returncode in (0, -signal.SIGTERM), output
+    assert returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     assert list((tmp_path / "data" / "index").glob("gallery-*.faiss"))  # flushed at shutdown
 
 
 def test_serve_refuses_to_start_without_keys(model_path: Path) -> None:
-    result = _lrfr("serve", env=_serve_env(LRFR_MODEL_PATH=str(model_path)))
+    result = _lrfr("serve", env=serve_env({"LRFR_MODEL_PATH": str(model_path)}))
     assert result.returncode == 2
     assert "LRFR_ADMIN_KEYS" in result.stderr and "LRFR_DEV_MODE" in result.stderr
 
 
 def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
     missing = tmp_path / "absent.onnx"
-    result = _lrfr("serve", env=_serve_env(LRFR_MODEL_PATH=str(missing), LRFR_ADMIN_KEYS=ADMIN_KEY))
+    env = serve_env({"LRFR_MODEL_PATH": str(missing), "LRFR_ADMIN_KEYS": ADMIN_KEY})
+    result = _lrfr("serve", env=env)
     assert result.returncode == 2
     assert f"cannot serve model {missing}" in result.stderr
     assert "model file not found" in result.stderr
@@ -136,14 +134,7 @@ def test_the_service_never_imports_torch(model_path: Path, tmp_path: Path) -> No
         "    assert client.get('/readyz').status_code == 200\n"
         "print('torch' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=_serve_env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _run([sys.executable, "-c", code], serve_env({}))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
@@ -165,34 +156,11 @@ def test_compose_file_structure() -> None:
 
 
 def test_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
-    executable = shutil.which("docker-compose")
-    if executable is None:
-        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LRFR_", "POSTGRES_"))}
-    command = [executable, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
-    valid = subprocess.run(
-        [*command, "config", "-q"],
-        env={**env, **COMPOSE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    valid = _compose("config", "-q", env=COMPOSE_ENV)
     assert valid.returncode == 0, valid.stderr
-    resolved = subprocess.run(
-        [*command, "config"],
-        env={**env, **COMPOSE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    resolved = _compose("config", env=COMPOSE_ENV)
     assert "compose-test-password" in resolved.stdout
-    without_key = subprocess.run(
-        [*command, "config", "-q"],
-        env={**env, "POSTGRES_PASSWORD": "x"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    without_key = _compose("config", "-q", env={"POSTGRES_PASSWORD": "x"})
     assert without_key.returncode != 0
     assert "LRFR_ADMIN_KEYS" in without_key.stderr
 
@@ -216,18 +184,7 @@ def test_compose_milvus_profile() -> None:
 
 
 def test_compose_milvus_profile_is_valid_for_docker_compose() -> None:
-    executable = shutil.which("docker-compose")
-    if executable is None:
-        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LRFR_", "POSTGRES_"))}
-    command = [executable, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
-    resolved = subprocess.run(
-        [*command, "--profile", "milvus", "config"],
-        env={**env, **COMPOSE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    resolved = _compose("--profile", "milvus", "config", env=COMPOSE_ENV)
     assert resolved.returncode == 0, resolved.stderr
     config = yaml.safe_load(resolved.stdout)
     assert config["services"]["lrfr-milvus"]["environment"]["LRFR_MILVUS_URI"] == (

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from service.settings import BUNDLED_MODEL_PATH
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 CLIENT_KEY = "client-key-0123456789abcdef"
@@ -105,6 +108,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_env(settings: dict[str, str]) -> dict[str, str]:
+    """The caller's environment less its ``LRFR_*`` variables, plus ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LRFR_")}
+    env.update(settings)
+    return env
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], base: str, log: Path, *, timeout: float = 60
+) -> None:
+    """Returns once ``base``/readyz answers 200.
+
+    Raises:
+        RuntimeError: the process exited, or was not ready within ``timeout`` s (either
+            with its output, ``log``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready in {timeout} s: {log.read_text()}")
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen[bytes], *, timeout: float = 20) -> int:
+    """Stops ``process``: SIGTERM, then a kill after ``timeout`` s; its exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 @contextmanager
 def serve(
     settings: dict[str, str],
@@ -122,37 +165,34 @@ def serve(
     Raises:
         RuntimeError: the process exited, or was not ready within ``timeout`` s.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LRFR_")}
-    env.update(settings)
     port = free_port() if port is None else port
     command = [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(
             [*command, "--log-level", "warning"],
-            env=env,
+            env=serve_env(settings),
             cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready in {timeout} s: {log.read_text()}")
-            time.sleep(0.2)
+        wait_ready(process, base, log, timeout=timeout)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=stop_timeout)
+
+
+@contextmanager
+def serve_bundled(folder: Path) -> Iterator[str]:
+    """``serve`` with the bundled model on a fresh SQLite database in ``folder`` and the
+    test keys; skips the test when there is no bundled model."""
+    if not BUNDLED_MODEL_PATH.is_file():
+        pytest.skip(f"no bundled model at {BUNDLED_MODEL_PATH}")
+    settings = {
+        "LRFR_DATA_DIR": str(folder / "data"),
+        "LRFR_ADMIN_KEYS": ADMIN_KEY,
+        "LRFR_CLIENT_KEYS": CLIENT_KEY,
+    }
+    with serve(settings, folder / "serve.log") as base:
+        yield base

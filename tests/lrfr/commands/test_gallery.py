@@ -17,22 +17,13 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 
 from lrfr.client import Client
-from service.settings import BUNDLED_MODEL_PATH
-from tests.support.service import ADMIN_KEY, CLIENT_KEY, REPO_ROOT, encode, serve
+from tests.support.service import ADMIN_KEY, CLIENT_KEY, REPO_ROOT, encode, serve_bundled
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lrfr serve`` with the bundled model on a fresh SQLite database."""
-    if not BUNDLED_MODEL_PATH.is_file():
-        pytest.skip(f"no bundled model at {BUNDLED_MODEL_PATH}")
-    folder = tmp_path_factory.mktemp("live")
-    settings = {
-        "LRFR_DATA_DIR": str(folder / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-    }
-    with serve(settings, folder / "serve.log") as base:
+    with serve_bundled(tmp_path_factory.mktemp("live")) as base:
         yield base
 
 
