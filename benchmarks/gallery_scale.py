@@ -347,7 +347,7 @@ def _recalls(found: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
 
 
 def index_table(vectors: np.ndarray, queries: np.ndarray, sizes: list[int],
-                recall: float, hnsw_max: int) -> None:
+                recall: float, hnsw_max: int, nlist_factors: list[int]) -> None:
     """Flat, IVF (as the service builds it) and HNSW on the first ``n`` gallery vectors:
     single-query latency on one thread, recall of the nearest faces against flat, build
     time and bytes per vector."""
@@ -364,19 +364,23 @@ def index_table(vectors: np.ndarray, queries: np.ndarray, sizes: list[int],
         flat.add(base)
         flat_s, exact = _timed_search(flat, queries, TOP_K)
         print(f"| {n:,} | flat (exact) | {flat_s * 1000:.2f} | 1 | 1 | - | {dim * 4 + 8} |")
-        faiss.omp_set_num_threads(2)
-        started = time.perf_counter()
-        ivf = GalleryIndex.build(dim, np.arange(n), base, revision=0,
-                                 policy=AnnPolicy(min_faces=1, recall=recall))
-        ivf_build = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)
-        ivf_s, found = _timed_search(ivf.index, queries, TOP_K)
-        at1, at10 = _recalls(found, exact)
-        size = len(faiss.serialize_index(ivf.index)) / n
-        nlist, nprobe = ivf.index.nlist, ivf.index.nprobe  # type: ignore[attr-defined]
-        print(f"| {n:,} | IVF, nlist {nlist}, nprobe {nprobe} (calibrated) | "
-              f"{ivf_s * 1000:.2f} | {at1:.3f} | {at10:.3f} | {ivf_build:.1f} | {size:.0f} |")
-        del ivf
+        for factor in nlist_factors:
+            policy = AnnPolicy(min_faces=1, recall=recall)
+            policy = AnnPolicy(min_faces=1, recall=recall, nlist=policy.nlist_for(n) * factor)
+            faiss.omp_set_num_threads(2)
+            started = time.perf_counter()
+            ivf = GalleryIndex.build(dim, np.arange(n), base, revision=0, policy=policy)
+            ivf_build = time.perf_counter() - started
+            faiss.omp_set_num_threads(1)
+            ivf_s, found = _timed_search(ivf.index, queries, TOP_K)
+            at1, at10 = _recalls(found, exact)
+            size = len(faiss.serialize_index(ivf.index)) / n
+            nlist, nprobe = ivf.index.nlist, ivf.index.nprobe  # type: ignore[attr-defined]
+            print(f"| {n:,} | IVF, nlist {nlist}, nprobe {nprobe} (calibrated) | "
+                  f"{ivf_s * 1000:.2f} | {at1:.3f} | {at10:.3f} | {ivf_build:.1f} | "
+                  f"{size:.0f} |")
+            sys.stdout.flush()
+            del ivf
         if n > hnsw_max:
             continue
         faiss.omp_set_num_threads(2)
@@ -439,6 +443,8 @@ def main() -> None:
     parser.add_argument("--index-sizes", default="",
                         help="also compare flat, IVF and HNSW alone at these sizes")
     parser.add_argument("--hnsw-max-size", type=int, default=10**9)
+    parser.add_argument("--nlist-factors", default="1",
+                        help="IVF variants in the index table: multiples of the service's nlist")
     parser.add_argument("--milvus-index", default="AUTOINDEX")
     parser.add_argument("--milvus-index-params", default="{}")
     parser.add_argument("--milvus-search-params", default="{}")
@@ -488,7 +494,8 @@ def main() -> None:
                 -(-synthetic // args.per_subject), args.per_subject, rng)[:synthetic]])
             # real faces spread through the gallery, not all at its start
             everything = everything[np.random.default_rng(args.seed).permutation(len(everything))]
-            index_table(everything, queries, sizes, args.ann_recall, args.hnsw_max_size)
+            index_table(everything, queries, sizes, args.ann_recall, args.hnsw_max_size,
+                        [int(f) for f in args.nlist_factors.split(",")])
             del everything
         if not args.sizes:
             return
