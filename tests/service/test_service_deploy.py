@@ -18,10 +18,10 @@ from tests.support.service import (
     ADMIN,
     ADMIN_KEY,
     CLIENT,
-    CLIENT_KEY,
     face_png,
     free_port,
     serve_env,
+    serve_settings,
     stop,
     wait_ready,
 )
@@ -56,15 +56,10 @@ def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 @pytest.mark.slow
 def test_lrfr_serve_runs_the_service(model_path: Path, database_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = serve_env(
-        {
-            "LRFR_MODEL_PATH": str(model_path),
-            "LRFR_DATABASE_URL": database_url,
-            "LRFR_DATA_DIR": str(tmp_path / "data"),
-            "LRFR_ADMIN_KEYS": ADMIN_KEY,
-            "LRFR_CLIENT_KEYS": CLIENT_KEY,
-        }
+    settings = serve_settings(
+        tmp_path / "data", LRFR_MODEL_PATH=str(model_path), LRFR_DATABASE_URL=database_url
     )
+    env = serve_env(settings)
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1"]
     with log.open("w") as out:

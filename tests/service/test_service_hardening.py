@@ -30,6 +30,7 @@ from tests.support.service import (
     enroll,
     face_png,
     serve,
+    serve_settings,
 )
 
 MB = 1024 * 1024
@@ -41,13 +42,9 @@ MB = 1024 * 1024
 def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lrfr serve`` on SQLite with the default limits (10 MB per file)."""
     folder = tmp_path_factory.mktemp("served")
-    settings = {
-        "LRFR_MODEL_PATH": str(model_path),
-        "LRFR_DATA_DIR": str(folder / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-        "LRFR_METRICS_KEYS": METRICS_KEY,
-    }
+    settings = serve_settings(
+        folder / "data", LRFR_MODEL_PATH=str(model_path), LRFR_METRICS_KEYS=METRICS_KEY
+    )
     with serve(settings, folder / "serve.log") as base:
         yield base
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.service import ADMIN_KEY, CLIENT_KEY, serve
+from tests.support.service import ADMIN_KEY, serve, serve_settings
 
 pytest.importorskip("schemathesis")
 
@@ -42,13 +42,9 @@ checks.positive_data_acceptance.expected-statuses = [
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_failure(model_path: Path, database_url: str, tmp_path: Path) -> None:
-    settings = {
-        "LRFR_MODEL_PATH": str(model_path),
-        "LRFR_DATABASE_URL": database_url,
-        "LRFR_DATA_DIR": str(tmp_path / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-    }
+    settings = serve_settings(
+        tmp_path / "data", LRFR_MODEL_PATH=str(model_path), LRFR_DATABASE_URL=database_url
+    )
     config = tmp_path / "schemathesis.toml"
     config.write_text(_CONFIG)
     env = {

@@ -14,15 +14,14 @@ from fastapi.testclient import TestClient
 
 from tests.support.service import (
     ADMIN,
-    ADMIN_KEY,
     CLIENT,
-    CLIENT_KEY,
     create_gallery,
     create_subject,
     enroll,
     face_png,
     identify,
     serve,
+    serve_settings,
 )
 
 
@@ -48,9 +47,10 @@ def test_what_one_worker_writes_the_others_search(make_client: Callable[..., obj
 
 @pytest.mark.slow
 def test_lrfr_serve_with_two_workers(model_path: Path, tmp_path: Path) -> None:
-    settings = dict(
-        LRFR_MODEL_PATH=str(model_path), LRFR_DATA_DIR=str(tmp_path / "data"),
-        LRFR_ADMIN_KEYS=ADMIN_KEY, LRFR_CLIENT_KEYS=CLIENT_KEY, LRFR_DEFAULT_FACE="aligned",
+    settings = serve_settings(
+        tmp_path / "data",
+        LRFR_MODEL_PATH=str(model_path),
+        LRFR_DEFAULT_FACE="aligned",
         LRFR_WORKERS="2",
     )
     log = tmp_path / "serve.log"

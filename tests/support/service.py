@@ -108,6 +108,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_settings(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The ``LRFR_*`` settings of a test service: its data in ``data_dir``, the test admin
+    and client keys, and ``settings`` (e.g. ``LRFR_MODEL_PATH=...``)."""
+    return {
+        "LRFR_DATA_DIR": str(data_dir),
+        "LRFR_ADMIN_KEYS": ADMIN_KEY,
+        "LRFR_CLIENT_KEYS": CLIENT_KEY,
+        **settings,
+    }
+
+
 def serve_env(settings: dict[str, str]) -> dict[str, str]:
     """The caller's environment less its ``LRFR_*`` variables, plus ``settings``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("LRFR_")}
@@ -189,10 +200,5 @@ def serve_bundled(folder: Path) -> Iterator[str]:
     test keys; skips the test when there is no bundled model."""
     if not BUNDLED_MODEL_PATH.is_file():
         pytest.skip(f"no bundled model at {BUNDLED_MODEL_PATH}")
-    settings = {
-        "LRFR_DATA_DIR": str(folder / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-    }
-    with serve(settings, folder / "serve.log") as base:
+    with serve(serve_settings(folder / "data"), folder / "serve.log") as base:
         yield base
