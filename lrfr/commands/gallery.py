@@ -11,11 +11,14 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from lrfr.client import AsyncClient
 
 app = typer.Typer(
     name="gallery",
@@ -31,12 +34,24 @@ WORKERS = typer.Option(4, "--workers", min=1, max=64, help="Requests in flight a
 
 
 Step = Callable[[int], None]
+T = TypeVar("T")
 
 
-def _bar(unit: str, desc: str, enabled: bool) -> tuple[Any, Step, Step]:
-    """A tqdm bar, and the callbacks that set its total and advance it."""
+def _run_with_bar(
+    url: str,
+    work: Callable[[AsyncClient, Step, Step], Awaitable[T]],
+    *,
+    unit: str,
+    desc: str,
+    enabled: bool,
+) -> T:
+    """``work(client, step, total)`` run to its end with a client of the service at ``url``
+    (the key from LRFR_API_KEY) and a tqdm bar that ``step`` advances and ``total`` sizes."""
     from tqdm import tqdm
 
+    from lrfr.client import AsyncClient
+
+    key = _api_key()
     bar = tqdm(total=0, unit=unit, desc=desc, disable=not enabled)
 
     def total(count: int) -> None:
@@ -46,7 +61,14 @@ def _bar(unit: str, desc: str, enabled: bool) -> tuple[Any, Step, Step]:
     def step(count: int) -> None:
         bar.update(count)
 
-    return bar, total, step
+    async def run() -> T:
+        async with AsyncClient(url, key) as client:
+            return await work(client, step, total)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        bar.close()
 
 
 def _api_key() -> str:
@@ -81,26 +103,20 @@ def import_(
     at once; files already enrolled for their subject (same content) are skipped, so the
     import can be run again after an interruption. Refused images are listed with the
     service's reason."""
-    from lrfr.client import AsyncClient, FaceMode
+    from lrfr.client import FaceMode
     from lrfr.client.bulk import ImportReport, import_folder, refused_lines
 
     if face not in (None, "auto", "aligned", "box"):
         raise typer.BadParameter("face must be auto, aligned or box", param_hint="--face")
     mode = cast("FaceMode | None", face)
-    key = _api_key()
-    bar, total, step = _bar("image", f"import {gallery}", progress)
 
-    async def run() -> ImportReport:
-        async with AsyncClient(url, key) as client:
-            return await import_folder(
-                client, folder, gallery=gallery, workers=workers, face=mode,
-                per_subject=per_subject, progress=step, on_total=total,
-            )
+    def run(client: AsyncClient, step: Step, total: Step) -> Awaitable[ImportReport]:
+        return import_folder(
+            client, folder, gallery=gallery, workers=workers, face=mode,
+            per_subject=per_subject, progress=step, on_total=total,
+        )
 
-    try:
-        outcome = asyncio.run(run())
-    finally:
-        bar.close()
+    outcome = _run_with_bar(url, run, unit="image", desc=f"import {gallery}", enabled=progress)
     typer.echo(
         f"{gallery}: {outcome.subjects} subjects ({outcome.subjects_created} new), "
         f"{outcome.count('enrolled')} images enrolled, {outcome.count('skipped')} already "
@@ -132,23 +148,14 @@ def export(
 ) -> None:
     """Write a gallery's subjects, their metadata and faces to OUT/lrfr-gallery.json and,
     with --images, the stored faces (aligned crops: import them again with --face aligned)."""
-    from lrfr.client import AsyncClient
     from lrfr.client.bulk import ExportReport, export_gallery
 
-    key = _api_key()
-    bar, total, step = _bar("subject", f"export {gallery}", progress)
+    def run(client: AsyncClient, step: Step, total: Step) -> Awaitable[ExportReport]:
+        return export_gallery(
+            client, gallery, out, images=images, workers=workers, progress=step, on_total=total
+        )
 
-    async def run() -> ExportReport:
-        async with AsyncClient(url, key) as client:
-            return await export_gallery(
-                client, gallery, out, images=images, workers=workers, progress=step,
-                on_total=total,
-            )
-
-    try:
-        done = asyncio.run(run())
-    finally:
-        bar.close()
+    done = _run_with_bar(url, run, unit="subject", desc=f"export {gallery}", enabled=progress)
     typer.echo(
         f"{gallery}: {done.subjects} subjects, {done.faces} faces"
         + (f", {done.images} images" if images else "")
