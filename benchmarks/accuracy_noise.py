@@ -85,6 +85,7 @@ def main() -> None:
             first = 112 if cross else side
             base = accuracy(embeddings[("fp32", first)], embeddings[("fp32", side)])
             shift = accuracy(embeddings[("other", first)], embeddings[("other", side)]) - base
+            shift = round(shift, 1) + 0.0  # no "-0.0"
             draws = []
             for _ in range(args.draws):
                 right = perturbed(side)
