@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -196,8 +197,12 @@ class IndexSync:
         if index is None or index.revision != revision:
             index = self._resync(gallery_id)
         self.backend.before_search()
+        started = time.perf_counter()
         with index.lock.read():
             sims, ids = index.search(vector, k)
+        self._metrics.search_seconds.labels(
+            backend=self.backend.name, kind="exact" if index.exact else "approximate"
+        ).observe(time.perf_counter() - started)
         # fewer than k: the gallery (or the lists an approximate index visits) holds no more
         return Hits(sims, ids, exhausted=len(ids) < k)
 

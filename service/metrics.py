@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_SEARCH_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 _BODY_BUCKETS = (0, 1024, 16384, 262144, 1048576, 4194304, 16777216, 67108864)
 #: Methods counted under their own name; any other is counted as "other", so a client
 #: cannot grow the label set.
@@ -114,6 +115,14 @@ class ServiceMetrics:
         self.index_rebuilds = Counter(
             "lrfr_index_rebuilds",
             "Gallery indexes rebuilt from the database.",
+            registry=self.registry,
+        )
+        self.search_seconds = Histogram(
+            "lrfr_vector_search_seconds",
+            "One search of a gallery's vectors (FAISS index or Milvus), by backend and kind "
+            "(exact or approximate); a request may search more than once for enough subjects.",
+            ["backend", "kind"],
+            buckets=_SEARCH_BUCKETS,
             registry=self.registry,
         )
 

@@ -60,6 +60,8 @@ def test_the_configured_backend_serves(make_client, vector_backend: str) -> None
         assert _sync(client).backend.name == vector_backend
         assert _top(client, 3)[:2] == ("b", pytest.approx(1.0, abs=1e-5))
         assert client.get("/readyz").json()["status"] == "ready"
+        metrics = client.get("/metrics", headers=ADMIN).text
+        assert f'lrfr_vector_search_seconds_count{{backend="{vector_backend}"' in metrics
 
 
 def test_restart_keeps_the_vectors(make_client, database_url: str) -> None:
