@@ -468,6 +468,7 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work.mkdir(parents=True, exist_ok=True)
         if args.model == "bundled":
             model = REPO_ROOT / "models" / "bundled" / "lrfr.onnx"
         elif args.model == "reference":
