@@ -1,10 +1,12 @@
 """Lower-precision copies of a model artifact: int8 (CPU) and fp16 (CUDA).
 
 * **int8**: ONNX Runtime's static quantization in QDQ form (per-channel int8 weights,
-  uint8 activations), its activation ranges calibrated on real face crops. Only the
-  network's convolutions and matrix products are quantized; the quality gate of a gated
-  model (its Laplacian, the threshold, the gather and scatter) stays in float32, so q
-  and the branch each face takes are exactly the float model's. A gated graph is made
+  uint8 activations), its activation ranges calibrated on real face crops. The
+  network's convolutions, matrix products, additions, ReLUs, pools and pads are
+  quantized, except each network's first convolution and last matrix product; the
+  quality gate of a gated model (its Laplacian, the threshold, the gather and scatter)
+  stays in float32, so q and the branch each face takes are the float model's. A gated
+  graph is made
   branch-only first (``models.branch_only``), so each branch is calibrated on the faces
   it will actually see.
 * **fp16**: weights and arithmetic in float16, the input and output kept float32 (the
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 Precision = Literal["fp32", "fp16", "int8"]
 #: Node-name prefixes of the gate's own nodes in a branch-only graph.
 _GATE_PREFIX = "gate/"
-#: The compute the int8 copy quantizes (the rest stays float between them).
+#: The operators the int8 copy quantizes (the others compute in float32 between them).
 INT8_OPS = ("Conv", "MatMul", "Add", "Relu", "AveragePool", "MaxPool", "Pad")
 
 
@@ -273,7 +275,8 @@ def quantize_int8(
         # as they are, Q/DQ pairs between them would block the fusion ONNX Runtime does
         _optimise_basic(fp32, fp32)
         prepared = onnx.load(str(fp32))
-        excluded = _gate_nodes(prepared) + _float_ends(prepared)
+        excluded_ends = _float_ends(prepared)
+        excluded = _gate_nodes(prepared) + excluded_ends
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(
             str(fp32), str(onnx_path), _Reader(),
@@ -290,8 +293,8 @@ def quantize_int8(
     converted = _embed(_session(onnx_path, threads), metadata, crops)
     check = agreement(reference, converted)
     notes: dict[str, object] = {
-        "method": f"onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
-                  f"{'/'.join(INT8_OPS)} only, the gate in float32",
+        "method": f"onnxruntime static QDQ, per-channel int8 weights, uint8 activations: "
+                  f"{'/'.join(INT8_OPS)}; float32: the gate and {', '.join(excluded_ends)}",
         "calibration": f"{len(crops)} crops, {calibrate_method}",
         "agreement_with_fp32": check.as_dict(),
     }

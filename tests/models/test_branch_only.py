@@ -38,7 +38,8 @@ def gated_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     gated = QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1), gate=3.0)
     path = tmp_path_factory.mktemp("gated") / "g.onnx"
-    export_onnx(gated, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE)
+    export_onnx(gated, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE,
+                branch_only=False)  # the graph as exported before: both branches, a Where
     return path
 
 
