@@ -27,6 +27,7 @@ from service.api.console import install_console
 from service.api.docs import install_docs
 from service.api.guard import CloseUnreadBody
 from service.api.openapi import install_openapi
+from service.backends import create_backend
 from service.batching import BatchingEmbedder
 from service.db import create_db_engine, create_session_factory
 from service.errors import ServiceError
@@ -35,7 +36,6 @@ from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
 from service.settings import BUNDLED_MODEL_PATH, Settings
-from service.vectors import create_backend
 
 logger = logging.getLogger(__name__)
 
