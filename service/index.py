@@ -138,8 +138,8 @@ def _calibrate_nprobe(
     Why the 10 nearest and not the nearest: a probe (another photo, degraded) lies farther
     from its match than a gallery face from its nearest neighbour, and its match spreads
     over more lists. On LFW probes degraded to 28 and 14 px against a 1M face-like gallery,
-    this recall tracked the probes' recall@1 within 0.01; recall@1 of the nearest other
-    face over-estimated it (docs/benchmarks.md, "Large galleries").
+    this recall stayed at or just below the probes' recall@1; recall@1 of the nearest
+    other face over-estimated it (docs/benchmarks.md, "Large galleries").
     """
     rng = np.random.default_rng(0)
     n = min(policy.calibration_queries, len(ids))
