@@ -2,18 +2,23 @@
 and the async client (which only differ in how they wait).
 
 Every builder is registered with the route it calls (``ROUTES``), so a test can hold
-the client against the service's ``/openapi.json``.
+the client against the service's ``/openapi.json``. A builder is the one definition of
+its operation: its parameters, types and docstring are those of the clients' method of
+the same name (``sync_method``, ``async_method``), which only sends what it builds.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import mimetypes
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+import typing
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import IO, Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -40,6 +45,8 @@ from service.schemas import (
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: An image to send: its bytes, a path, an open binary file, or (filename, bytes).
 ImageInput = bytes | str | os.PathLike[str] | IO[bytes] | tuple[str, bytes]
@@ -67,6 +74,20 @@ class Call(Generic[T]):
     #: statuses that are answers, not errors (/readyz answers 503 when not ready)
     answers: frozenset[int] = frozenset({200, 201, 204})
     retry: bool = True
+
+    def request(
+        self, http: httpx.Client | httpx.AsyncClient, headers: Mapping[str, str]
+    ) -> httpx.Request:
+        """The request, built by the client that will send it (its base URL and defaults)."""
+        return http.build_request(
+            self.method,
+            self.path,
+            params=self.params,
+            json=self.json,
+            data=self.data,
+            files=self.files,
+            headers=headers,
+        )
 
     def result(self, response: httpx.Response) -> T:
         """The answer read, or the error it carries raised."""
@@ -104,8 +125,61 @@ class Retry:
             return min(self.max_wait, self.backoff * self.factor**attempt) * self.jitter()
 
 
-def _route(method: str, template: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(builder: Callable[..., Any]) -> Callable[..., Any]:
+class Sender(Protocol):
+    """What ``sync_method`` needs of its class: ``Client``."""
+
+    def send(self, call: Call[T], /) -> T: ...
+
+
+class AsyncSender(Protocol):
+    """What ``async_method`` needs of its class: ``AsyncClient``."""
+
+    async def send(self, call: Call[T], /) -> T: ...
+
+
+def sync_method(build: Callable[P, Call[T]]) -> Callable[Concatenate[Sender, P], T]:
+    """The client method of an operation: sends what ``build`` builds, returns the answer."""
+
+    def method(self: Sender, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.send(build(*args, **kwargs))
+
+    return _like(build, method, owner="Client")
+
+
+def async_method(
+    build: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncSender, P], Coroutine[Any, Any, T]]:
+    """As ``sync_method``, for ``AsyncClient``: a coroutine that awaits the answer."""
+
+    async def method(self: AsyncSender, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.send(build(*args, **kwargs))
+
+    return _like(build, method, owner="AsyncClient")
+
+
+def _like(build: Callable[..., Call[Any]], method: F, *, owner: str) -> F:
+    """``method`` presented as if written out in ``owner``: the builder's name and
+    docstring, ``self`` and the builder's parameters, the type of the answer (for
+    ``help()``, ``inspect.signature`` and ``typing.get_type_hints``)."""
+    hints = typing.get_type_hints(build)
+    (answer,) = typing.get_args(hints.pop("return"))
+    signature = inspect.signature(build)
+    parameters = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *(p.replace(annotation=hints[p.name]) for p in signature.parameters.values()),
+    ]
+    functools.update_wrapper(method, build)
+    method.__qualname__ = f"{owner}.{build.__name__}"
+    method.__annotations__ = {**hints, "return": answer}
+    # read by inspect.signature; typeshed's callables do not declare it
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=answer
+    )
+    return method
+
+
+def _route(method: str, template: str) -> Callable[[F], F]:
+    def register(builder: F) -> F:
         ROUTES.setdefault((method, template), []).append(builder.__name__)
         return builder
 
@@ -155,11 +229,13 @@ def _form(**fields: object) -> dict[str, str]:
 
 @_route("GET", "/healthz")
 def health() -> Call[Health]:
+    """``GET /healthz``: the process is alive."""
     return Call("GET", "/healthz", _model(Health))
 
 
 @_route("GET", "/readyz")
 def ready() -> Call[Readiness]:
+    """``GET /readyz``: the model, database and indexes (``status`` says whether ready)."""
     return Call(
         "GET", "/readyz", _model(Readiness), answers=frozenset({200, 503}), retry=False
     )
@@ -167,6 +243,7 @@ def ready() -> Call[Readiness]:
 
 @_route("GET", "/metrics")
 def metrics() -> Call[str]:
+    """``GET /metrics``: Prometheus text (a metrics or admin key)."""
     return Call("GET", "/metrics", lambda response: response.text)
 
 
@@ -177,6 +254,7 @@ def metrics() -> Call[str]:
 def quality(
     image: ImageInput, *, face: FaceMode | None = None, face_index: int | None = None
 ) -> Call[QualityResponse]:
+    """``POST /v1/quality``: the Laplacian quality of the face, and where it was found."""
     return Call(
         "POST", "/v1/quality", _model(QualityResponse),
         data=_form(face=face, face_index=face_index), files=[("image", read_image(image))],
@@ -185,6 +263,7 @@ def quality(
 
 @_route("POST", "/v1/detect")
 def detect(image: ImageInput) -> Call[DetectResponse]:
+    """``POST /v1/detect``: every face in the image, largest first."""
     return Call("POST", "/v1/detect", _model(DetectResponse), files=[("image", read_image(image))])
 
 
@@ -197,6 +276,7 @@ def verify(
     far: str | None = None,
     face: FaceMode | None = None,
 ) -> Call[VerifyResponse]:
+    """``POST /v1/verify``: are the two faces the same person?"""
     return Call(
         "POST", "/v1/verify", _model(VerifyResponse),
         data=_form(threshold=threshold, far=far, face=face),
@@ -215,6 +295,7 @@ def identify(
     face: FaceMode | None = None,
     face_index: int | None = None,
 ) -> Call[IdentifyResponse]:
+    """``POST /v1/identify``: who in ``gallery`` is this (open-set)?"""
     return Call(
         "POST", "/v1/identify", _model(IdentifyResponse),
         data=_form(
@@ -234,6 +315,7 @@ def identify_all(
     threshold: float | None = None,
     far: str | None = None,
 ) -> Call[IdentifyFrameResponse]:
+    """``POST /v1/identify`` with ``faces=all``: every face of a frame identified."""
     return Call(
         "POST", "/v1/identify", _model(IdentifyFrameResponse),
         data=_form(gallery=gallery, top_k=top_k, threshold=threshold, far=far, faces="all"),
@@ -248,11 +330,13 @@ _GALLERIES = "/v1/galleries"
 
 @_route("POST", _GALLERIES)
 def create_gallery(name: str) -> Call[GalleryOut]:
+    """``POST /v1/galleries`` (admin)."""
     return Call("POST", _GALLERIES, _model(GalleryOut), json={"name": name})
 
 
 @_route("GET", _GALLERIES)
 def list_galleries(*, offset: int = 0, limit: int = 100) -> Call[GalleryPage]:
+    """``GET /v1/galleries``: one page of galleries."""
     return Call(
         "GET", _GALLERIES, _model(GalleryPage), params={"offset": offset, "limit": limit}
     )
@@ -260,16 +344,19 @@ def list_galleries(*, offset: int = 0, limit: int = 100) -> Call[GalleryPage]:
 
 @_route("GET", f"{_GALLERIES}/{{gallery}}")
 def get_gallery(name: str) -> Call[GalleryOut]:
+    """``GET /v1/galleries/{gallery}``."""
     return Call("GET", f"{_GALLERIES}/{_segment(name)}", _model(GalleryOut))
 
 
 @_route("DELETE", f"{_GALLERIES}/{{gallery}}")
 def delete_gallery(name: str) -> Call[None]:
+    """``DELETE /v1/galleries/{gallery}`` (admin): its subjects and faces go too."""
     return Call("DELETE", f"{_GALLERIES}/{_segment(name)}", _nothing)
 
 
 @_route("POST", f"{_GALLERIES}/{{gallery}}/reembed")
 def reembed_gallery(name: str) -> Call[ReembedResponse]:
+    """``POST /v1/galleries/{gallery}/reembed`` (admin): move it to the served model."""
     return Call("POST", f"{_GALLERIES}/{_segment(name)}/reembed", _model(ReembedResponse))
 
 
@@ -288,6 +375,7 @@ def create_subject(
     name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Call[SubjectOut]:
+    """``POST /v1/galleries/{gallery}/subjects`` (admin)."""
     body: dict[str, Any] = {"id": subject, "metadata": dict(metadata or {})}
     if name is not None:
         body["name"] = name
@@ -296,6 +384,7 @@ def create_subject(
 
 @_route("GET", f"{_GALLERIES}/{{gallery}}/subjects")
 def list_subjects(gallery: str, *, offset: int = 0, limit: int = 100) -> Call[SubjectPage]:
+    """``GET /v1/galleries/{gallery}/subjects``: one page of subjects."""
     return Call(
         "GET", _subjects(gallery), _model(SubjectPage), params={"offset": offset, "limit": limit}
     )
@@ -303,11 +392,13 @@ def list_subjects(gallery: str, *, offset: int = 0, limit: int = 100) -> Call[Su
 
 @_route("GET", f"{_GALLERIES}/{{gallery}}/subjects/{{subject}}")
 def get_subject(gallery: str, subject: str) -> Call[SubjectDetail]:
+    """``GET /v1/galleries/{gallery}/subjects/{subject}``: with its faces."""
     return Call("GET", f"{_subjects(gallery)}/{_segment(subject)}", _model(SubjectDetail))
 
 
 @_route("DELETE", f"{_GALLERIES}/{{gallery}}/subjects/{{subject}}")
 def delete_subject(gallery: str, subject: str) -> Call[None]:
+    """``DELETE /v1/galleries/{gallery}/subjects/{subject}`` (admin)."""
     return Call("DELETE", f"{_subjects(gallery)}/{_segment(subject)}", _nothing)
 
 
@@ -320,6 +411,9 @@ def enroll(
     face: FaceMode | None = None,
     face_index: int | None = None,
 ) -> Call[EnrollResponse]:
+    """``POST /v1/galleries/{gallery}/subjects/{subject}/faces`` (admin): enrolls the
+    images together (one bad file fails them all); those under the quality floor come
+    back in ``refused``."""
     return Call(
         "POST", f"{_subjects(gallery)}/{_segment(subject)}/faces", _model(EnrollResponse),
         data=_form(face=face, face_index=face_index),
@@ -329,12 +423,14 @@ def enroll(
 
 @_route("GET", f"{_GALLERIES}/{{gallery}}/subjects/{{subject}}/faces/{{face}}/image")
 def face_image(gallery: str, subject: str, face: int) -> Call[bytes]:
+    """``GET .../faces/{face}/image``: the stored face (PNG)."""
     path = f"{_subjects(gallery)}/{_segment(subject)}/faces/{_segment(face)}/image"
     return Call("GET", path, lambda response: response.content)
 
 
 @_route("DELETE", f"{_GALLERIES}/{{gallery}}/subjects/{{subject}}/faces/{{face}}")
 def delete_face(gallery: str, subject: str, face: int) -> Call[None]:
+    """``DELETE .../faces/{face}`` (admin)."""
     return Call(
         "DELETE", f"{_subjects(gallery)}/{_segment(subject)}/faces/{_segment(face)}", _nothing
     )
