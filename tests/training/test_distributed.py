@@ -5,31 +5,28 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_train(identity_folder: Path, tmp_path: Path) -> None:
-    config = {
-        "name": "ddp",
-        "data": {"kind": "folder", "root": str(identity_folder), "num_workers": 0},
-        "crossres": {"fraction": 0.5, "r_min": 7, "r_max": 28},
-        "model": {"backbone": "ir-tiny", "embedding_size": 16, "input_size": 32},
-        "head": {"name": "approach1", "params": {"scale": 16.0}},
-        "optim": {"lr": 0.05},
-        "schedule": {"epochs": 10, "warmup_epochs": 0, "kind": "cosine"},
-        "engine": {"out_dir": str(tmp_path / "run"), "batch_size": 3, "device": "cpu",
-                   "precision": "fp32", "channels_last": False, "log_every": 1,
-                   "max_steps": 4, "progress": False, "tensorboard": False},
-    }
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(config))
+def test_torchrun_two_cpu_processes_train(
+    identity_folder: Path, tiny_config_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = tiny_config_file(
+        "ddp.yaml",
+        name="ddp",
+        data={"root": str(identity_folder)},
+        model={"embedding_size": 16},
+        head={"name": "approach1", "params": {"scale": 16.0}},
+        schedule={"epochs": 10},
+        engine={"batch_size": 3, "log_every": 1, "max_steps": 4},
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     completed = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

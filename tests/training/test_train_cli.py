@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from lrfr.cli import app
@@ -20,28 +20,24 @@ from training.eval.protocols import PairProtocol
 runner = CliRunner()
 
 
-def _config(tmp_path: Path, identity_folder: Path) -> Path:
-    config = {
-        "name": "cli",
-        "data": {"kind": "folder", "root": str(identity_folder), "num_workers": 0},
-        "crossres": {"fraction": 0.5, "r_min": 7, "r_max": 56},
-        "model": {"backbone": "ir-tiny", "embedding_size": 16, "input_size": 112},
-        "head": {"name": "approach2", "params": {"scale": 16.0}},
-        "optim": {"lr": 0.05},
-        "schedule": {"epochs": 2, "warmup_epochs": 0.5, "kind": "step", "milestones": [1]},
-        "engine": {"out_dir": str(tmp_path / "run"), "batch_size": 6, "device": "cpu",
-                   "precision": "auto", "log_every": 1, "progress": False},
-    }
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+@pytest.fixture
+def train_yaml(identity_folder: Path, tiny_config_file: Callable[..., Path]) -> Path:
+    return tiny_config_file(
+        "train.yaml",
+        name="cli",
+        data={"root": str(identity_folder)},
+        crossres={"r_max": 56},
+        model={"embedding_size": 16, "input_size": 112},
+        head={"name": "approach2", "params": {"scale": 16.0}},
+        schedule={"epochs": 2, "warmup_epochs": 0.5, "kind": "step", "milestones": [1]},
+        engine={"batch_size": 6, "precision": "auto", "log_every": 1, "tensorboard": True},
+    )
 
 
 @pytest.mark.slow
-def test_train_finetune_export_calibrate(identity_folder: Path, tmp_path: Path) -> None:
+def test_train_finetune_export_calibrate(train_yaml: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    config = _config(tmp_path, identity_folder)
-    result = runner.invoke(app, ["train", "--config", str(config)])
+    result = runner.invoke(app, ["train", "--config", str(train_yaml)])
     assert result.exit_code == 0, result.output
     checkpoint = tmp_path / "run" / "last.pt"
     assert torch.load(checkpoint, weights_only=False)["step"] == 4  # 2 epochs x 2 steps
@@ -125,13 +121,12 @@ def test_calibration_thresholds_meet_the_far() -> None:
 
 
 def test_a_run_resumes_from_its_committed_slim_checkpoint(
-    identity_folder: Path, tmp_path: Path
+    train_yaml: Path, tmp_path: Path
 ) -> None:
     """The documented restart (docs/training.md): stop by time or steps, write the slim
     fp16 checkpoint, lose the run folder, continue with ``--resume``."""
     torch.set_num_threads(1)
-    config = _config(tmp_path, identity_folder)
-    first = runner.invoke(app, ["train", "--config", str(config), "--set", "engine.max_steps=2",
+    first = runner.invoke(app, ["train", "--config", str(train_yaml), "--set", "engine.max_steps=2",
                                 "--set", "schedule.epochs=3"])
     assert first.exit_code == 0, first.output
     slim = tmp_path / "committed" / "resume.pt"
@@ -149,7 +144,7 @@ def test_a_run_resumes_from_its_committed_slim_checkpoint(
     import shutil
 
     shutil.rmtree(tmp_path / "run")  # the machine was not kept
-    again = runner.invoke(app, ["train", "--config", str(config), "--resume", str(slim),
+    again = runner.invoke(app, ["train", "--config", str(train_yaml), "--resume", str(slim),
                                 "--set", "schedule.epochs=3"])
     assert again.exit_code == 0, again.output
     resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
