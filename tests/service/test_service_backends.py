@@ -4,12 +4,8 @@ two replicas; then FAISS's approximate (IVF) indexes above ``LRFR_ANN_MIN_FACES`
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -23,16 +19,16 @@ from service.index import AnnPolicy, GalleryIndex, IndexStore
 from service.vectors import FaissBackend
 from tests.support.service import (
     ADMIN,
-    ADMIN_KEY,
     CLIENT,
-    CLIENT_KEY,
-    REPO_ROOT,
     create_gallery,
     create_subject,
     enroll,
     face_png,
     free_port,
     identify,
+    serve,
+    serve_settings,
+    start,
 )
 
 
@@ -116,43 +112,20 @@ def test_two_replicas_see_each_others_writes(make_client, make_settings, tmp_pat
         assert second.get("/readyz").status_code == 200
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lrfr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        assert process.poll() is None, "the service exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the service did not become ready in 90 s"
-        time.sleep(0.3)
-
-
 @pytest.mark.slow
 def test_kill_9_and_restart(model_path: Path, vector_backend: str, tmp_path: Path) -> None:
     """``lrfr serve`` killed with SIGKILL right after its writes (no flush, no shutdown)
     comes back with every committed face and without the deleted one."""
+    settings = serve_settings(
+        tmp_path / "data",
+        LRFR_MODEL_PATH=str(model_path),
+        LRFR_DEFAULT_FACE="aligned",
+        LRFR_VECTOR_BACKEND=vector_backend,
+    )
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")} | {
-        "LRFR_MODEL_PATH": str(model_path),
-        "LRFR_DATA_DIR": str(tmp_path / "data"),
-        "LRFR_ADMIN_KEYS": ADMIN_KEY,
-        "LRFR_CLIENT_KEYS": CLIENT_KEY,
-        "LRFR_DEFAULT_FACE": "aligned",
-        "LRFR_VECTOR_BACKEND": vector_backend,
-    }
-    base = f"http://127.0.0.1:{port}"
-    process = _serve(env, port)
+    process = start(settings, tmp_path / "killed.log", port=port, timeout=90)
     try:
-        with httpx.Client(base_url=base, headers=ADMIN, timeout=30) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ADMIN, timeout=30) as http:
             assert http.post("/v1/galleries", json={"name": "g"}).status_code == 201
             ids = {}
             for subject, seed in (("a", 1), ("b", 2), ("c", 3)):
@@ -166,27 +139,21 @@ def test_kill_9_and_restart(model_path: Path, vector_backend: str, tmp_path: Pat
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-    process = _serve(env, port)
-    try:
-        with httpx.Client(base_url=base, headers=CLIENT, timeout=30) as http:
-            for subject, seed in (("a", 1), ("c", 3), ("b", 2)):
-                answer = http.post(
-                    "/v1/identify", files={"image": ("p.png", face_png(seed))},
-                    data={"gallery": "g"},
-                ).json()
-                found = [m["face"] for m in answer["matches"]]
-                assert ids["b"] not in found
-                if subject != "b":
-                    assert answer["matches"][0]["face"] == ids[subject]
-            assert http.get("/v1/galleries/g").json()["faces"] == 2
-            assert http.get("/readyz").status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with (
+        serve(settings, tmp_path / "restarted.log", port=port, timeout=90, stop_timeout=30) as base,
+        httpx.Client(base_url=base, headers=CLIENT, timeout=30) as http,
+    ):
+        for subject, seed in (("a", 1), ("c", 3), ("b", 2)):
+            answer = http.post(
+                "/v1/identify", files={"image": ("p.png", face_png(seed))},
+                data={"gallery": "g"},
+            ).json()
+            found = [m["face"] for m in answer["matches"]]
+            assert ids["b"] not in found
+            if subject != "b":
+                assert answer["matches"][0]["face"] == ids[subject]
+        assert http.get("/v1/galleries/g").json()["faces"] == 2
+        assert http.get("/readyz").status_code == 200
 
 
 def test_deleting_a_gallery_drops_its_vectors(make_client, vector_backend: str) -> None:

@@ -159,24 +159,16 @@ def stop(process: subprocess.Popen[bytes], *, timeout: float = 20) -> int:
         return process.wait()
 
 
-@contextmanager
-def serve(
-    settings: dict[str, str],
-    log: Path,
-    *,
-    timeout: float = 60,
-    port: int | None = None,
-    stop_timeout: float = 20,
-) -> Iterator[str]:
-    """``lrfr serve`` as a process on a local port (a free one unless given), configured by
-    ``settings`` (``LRFR_*`` variables; those of the caller's environment are dropped);
-    yields its base URL once /readyz answers 200, and stops it on leaving (SIGTERM, then
-    a kill after ``stop_timeout`` s). Its output goes to ``log``.
+def start(
+    settings: dict[str, str], log: Path, *, port: int, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """``lrfr serve`` started as a process on ``port``, configured by ``settings`` (``LRFR_*``
+    variables; those of the caller's environment are dropped), once /readyz answers 200.
+    Its output goes to ``log``; stopping it is the caller's (``stop``).
 
     Raises:
         RuntimeError: the process exited, or was not ready within ``timeout`` s.
     """
-    port = free_port() if port is None else port
     command = [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -186,10 +178,33 @@ def serve(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(process, base, log, timeout=timeout)
-        yield base
+        wait_ready(process, f"http://127.0.0.1:{port}", log, timeout=timeout)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+@contextmanager
+def serve(
+    settings: dict[str, str],
+    log: Path,
+    *,
+    timeout: float = 60,
+    port: int | None = None,
+    stop_timeout: float = 20,
+) -> Iterator[str]:
+    """``start``, on a free port unless given, as a context: yields the service's base URL
+    and stops it on leaving (SIGTERM, then a kill after ``stop_timeout`` s).
+
+    Raises:
+        RuntimeError: the process exited, or was not ready within ``timeout`` s.
+    """
+    port = free_port() if port is None else port
+    process = start(settings, log, port=port, timeout=timeout)
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(process, timeout=stop_timeout)
 
