@@ -31,7 +31,8 @@ from service.backends import create_backend
 from service.batching import BatchingEmbedder
 from service.db import create_db_engine, create_session_factory
 from service.errors import ServiceError
-from service.galleries import GalleryService, model_key
+from service.galleries import GalleryService
+from service.index_sync import IndexSync, model_key
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
@@ -79,10 +80,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             create_backend, settings, model, model_key(model.name, model.version)
         )
         gallery_service = GalleryService(
-            sessions=create_session_factory(engine),
-            backend=backend,
-            model=model,
-            metrics=metrics_,
+            IndexSync(
+                sessions=create_session_factory(engine),
+                backend=backend,
+                model=model,
+                metrics=metrics_,
+            )
         )
         try:
             report = await run_in_threadpool(gallery_service.load_all)

@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from models.artifact import ModelMetadata
 from service import crud
 from service.db import Face, Gallery, Subject
 from service.errors import ConflictError, ModelMismatchError, NotFoundError
 from service.index_sync import IndexSync, StartupReport, model_key
-from service.metrics import ServiceMetrics
 from service.schemas import (
     FaceOut,
     GalleryOut,
@@ -34,7 +32,6 @@ from service.schemas import (
     SubjectOut,
     SubjectPage,
 )
-from service.vectors import VectorBackend
 
 __all__ = ["Candidate", "GalleryService", "StartupReport", "face_out", "model_key"]
 
@@ -95,26 +92,19 @@ class _Write:
 
 
 class GalleryService:
-    """Keeps galleries in the database and their vectors in a vector backend.
+    """Keeps galleries in the database and, through ``sync``, their vectors in a vector
+    backend.
 
     Args:
-        sessions: the session factory of the database (the source of truth).
-        backend: where the vectors are searched (``service.vectors``).
-        model: metadata of the served model; galleries of other models are refused.
-        metrics: Prometheus metrics to update (gallery sizes, index rebuilds).
+        sync: the vectors of the served model's galleries; its session factory (the
+            database, the source of truth) and model (galleries of other models are
+            refused) are the service's.
     """
 
-    def __init__(
-        self,
-        *,
-        sessions: sessionmaker[Session],
-        backend: VectorBackend,
-        model: ModelMetadata,
-        metrics: ServiceMetrics,
-    ) -> None:
-        self._sessions = sessions
-        self._model = model
-        self.sync = IndexSync(sessions=sessions, backend=backend, model=model, metrics=metrics)
+    def __init__(self, sync: IndexSync) -> None:
+        self.sync = sync
+        self._sessions = sync.sessions
+        self._model = sync.model
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -72,9 +72,9 @@ class IndexSync:
         model: ModelMetadata,
         metrics: ServiceMetrics,
     ) -> None:
-        self._sessions = sessions
+        self.sessions = sessions
         self.backend = backend
-        self._model = model
+        self.model = model
         self._key = model_key(model.name, model.version)
         self._metrics = metrics
         self._indexes: dict[int, GalleryVectors] = {}
@@ -102,10 +102,10 @@ class IndexSync:
         self, session: Session, gallery: Gallery
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for ids, vectors in crud.iter_embeddings(session, gallery_id=gallery.id):
-            if vectors.shape[1] != self._model.embedding_size:
+            if vectors.shape[1] != self.model.embedding_size:
                 raise ModelMismatchError(
                     f"gallery '{gallery.name}' holds {vectors.shape[1]}-d embeddings, the "
-                    f"model makes {self._model.embedding_size}-d ones"
+                    f"model makes {self.model.embedding_size}-d ones"
                 )
             yield ids, vectors
 
@@ -127,7 +127,7 @@ class IndexSync:
 
     def _resync(self, gallery_id: int) -> GalleryVectors:
         """The vectors of a gallery, caught up with the database if they are behind."""
-        with self.lock(gallery_id), self._sessions() as session:
+        with self.lock(gallery_id), self.sessions() as session:
             gallery = session.get(Gallery, gallery_id)
             if gallery is None:
                 raise NotFoundError("the gallery was deleted")
@@ -170,14 +170,14 @@ class IndexSync:
                     index.remove(remove, revision=revision)
             self._publish(gallery_id, name, index)
             return
-        with self._sessions() as session:
+        with self.sessions() as session:
             gallery = session.get(Gallery, gallery_id)
             if gallery is not None:
                 self.rebuild(session, gallery)
 
     def rebuild_now(self, gallery_id: int) -> None:
         """Rebuilds a gallery's vectors from the database (after a re-embedding)."""
-        with self._sessions() as session:
+        with self.sessions() as session:
             gallery = session.get(Gallery, gallery_id)
             if gallery is not None:
                 self.rebuild(session, gallery)
@@ -211,7 +211,7 @@ class IndexSync:
     def load_all(self) -> StartupReport:
         """Loads every compatible gallery's vectors, rebuilding missing or stale ones."""
         report = StartupReport()
-        with self._sessions() as session:
+        with self.sessions() as session:
             for gallery in crud.list_galleries(session):
                 if not self.compatible(gallery):
                     reason = f"embedded with {gallery.model_name} {gallery.model_version}"
@@ -220,8 +220,8 @@ class IndexSync:
                         "gallery '%s' is %s, the service runs %s %s: not served until re-embedded",
                         gallery.name,
                         reason,
-                        self._model.name,
-                        self._model.version,
+                        self.model.name,
+                        self.model.version,
                     )
                     continue
                 problem = self._load_one(session, gallery)
@@ -255,7 +255,7 @@ class IndexSync:
     def consistency_problems(self) -> list[str]:
         """Why the vectors and the database disagree (empty: consistent). Catches up first."""
         problems: list[str] = []
-        with self._sessions() as session:
+        with self.sessions() as session:
             galleries = [g for g in crud.list_galleries(session) if self.compatible(g)]
             counts = {g.id: crud.count_faces(session, gallery_id=g.id) for g in galleries}
         for gallery in galleries:
