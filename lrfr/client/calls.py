@@ -163,6 +163,7 @@ def _like(build: Callable[..., Call[Any]], method: F, *, owner: str) -> F:
     ``help()``, ``inspect.signature`` and ``typing.get_type_hints``)."""
     hints = typing.get_type_hints(build)
     (answer,) = typing.get_args(hints.pop("return"))
+    answer = None if answer is type(None) else answer  # shown as "-> None"
     signature = inspect.signature(build)
     parameters = [
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
