@@ -115,7 +115,9 @@ def build_variants(args: argparse.Namespace, workdir: Path) -> list[tuple[str, P
         int8 = workdir / "lrfr.int8.onnx"
         quantize_int8(args.model, int8, lfw_crops(args.lfw, count=1152), threads=args.threads)
     variants = [("fp32, both branches (today)", args.model),
-                ("fp32, branch-only", branch_only), ("int8, branch-only", int8)]
+                ("fp32, branch-only", branch_only),
+                ("int8, branch-only" if args.int8 else "int8 (percentile ranges), branch-only",
+                 int8)]
     if args.fp16:
         fp16 = workdir / "lrfr.fp16.onnx"
         convert_fp16(args.model, fp16, check, threads=args.threads)
@@ -163,7 +165,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--branch-only", type=Path, default=None,
                         help="its branch-only copy (default: built here)")
     parser.add_argument("--int8", type=Path, default=None,
-                        help="its int8 copy (default: built here, 1,152 DevTrain crops)")
+                        help="its int8 copy (default: built here as `lrfr quantize --to int8` "
+                             "does: 1,152 DevTrain crops, percentile ranges)")
     parser.add_argument("--fp16", action="store_true", help="also the fp16 copy, on the CPU")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     parser.add_argument("--rounds", type=int, default=7)

@@ -1,7 +1,9 @@
 """Lower-precision copies of a model artifact: int8 (CPU) and fp16 (CUDA).
 
 * **int8**: ONNX Runtime's static quantization in QDQ form (per-channel int8 weights,
-  uint8 activations), its activation ranges calibrated on real face crops. The
+  uint8 activations), its activation ranges calibrated on real face crops (by default
+  the range of 99.999 % of each activation's values, not its extremes: chosen on LFW
+  DevTrain, docs/benchmarks.md). The
   network's convolutions, matrix products, additions, ReLUs, pools and pads are
   quantized, except each network's first convolution and last matrix product; the
   quality gate of a gated model (its Laplacian, the threshold, the gather and scatter)
@@ -19,9 +21,11 @@ against the source on the calibration crops; the callers decide what is good eno
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -225,7 +229,11 @@ def quantize_int8(
     onnx_path: str | Path,
     crops: np.ndarray,
     *,
-    calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax",
+    calibrate_method: Literal["minmax", "percentile", "entropy"] = "percentile",
+    percentile: float = 99.999,
+    float_nodes: Sequence[str] = (),
+    reduce_range: bool = False,
+    calibration_cache: str | Path | None = None,
     batch: int = 16,
     seed: int = 0,
     threads: int | None = None,
@@ -237,7 +245,18 @@ def quantize_int8(
         onnx_path: where the int8 ``.onnx`` goes (its ``.json`` beside it).
         crops: RGB uint8 (N, H, W, 3) crops at the input size, of every quality the model
             will see; for a gated model some on each side of the gate.
-        calibrate_method: how activation ranges are read from the calibration outputs.
+        calibrate_method: how activation ranges are read from the calibration outputs:
+            ``percentile`` (the default: the range holding ``percentile`` % of each
+            activation's values, histogrammed one batch at a time), ``minmax`` (the
+            extremes) or ``entropy`` (the range keeping the histogram's entropy).
+        percentile: the share of each activation's values its range covers
+            (``calibrate_method="percentile"``).
+        float_nodes: more nodes (names in the branch-only, basic-optimised graph, e.g.
+            ``blurred_rows//blurred/units/units.0/conv1/Conv``) to keep in float32.
+        reduce_range: 7-bit weights (for CPUs without VNNI, whose int8 sums can saturate).
+        calibration_cache: a JSON file of activation ranges: read when it exists (the crops
+            are then not run), written otherwise; for trying several settings on the
+            same calibration.
         batch: crops per calibration batch.
         seed: shuffles the crops into batches.
         threads: ONNX Runtime threads for the calibration and the check.
@@ -252,6 +271,7 @@ def quantize_int8(
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     onnx_path = Path(onnx_path)
     model, metadata, branch_only = _prepared(source)
@@ -259,8 +279,8 @@ def quantize_int8(
     batches = _calibration_batches(crops, metadata, gate, batch, seed)
 
     class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._items: Iterator[np.ndarray] = iter(batches)
+        def __init__(self, items: list[np.ndarray]) -> None:
+            self._items: Iterator[np.ndarray] = iter(items)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             item = next(self._items, None)
@@ -268,6 +288,7 @@ def quantize_int8(
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
+    cache = Path(calibration_cache) if calibration_cache is not None else None
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
         onnx.save(model, str(fp32))
@@ -276,26 +297,50 @@ def quantize_int8(
         _optimise_basic(fp32, fp32)
         prepared = onnx.load(str(fp32))
         excluded_ends = _float_ends(prepared)
-        excluded = _gate_nodes(prepared) + excluded_ends
+        names = {node.name for node in prepared.graph.node}
+        unknown = sorted(set(float_nodes) - names)
+        if unknown:
+            raise ValueError(f"float_nodes not in the graph: {unknown[:3]}")
+        kept = sorted(set(excluded_ends) | set(float_nodes))
+        excluded = _gate_nodes(prepared) + kept
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        if calibrate_method != "minmax" and not (cache is not None and cache.is_file()):
+            # histograms, one batch at a time: ONNX Runtime's own loop keeps every batch's
+            # activations (11 GB for 1,152 crops here) and cannot stack batches whose
+            # branches got different numbers of faces
+            cache = cache or Path(scratch) / "ranges.json"
+            calibrator = create_calibrator(
+                fp32, list(INT8_OPS), augmented_model_path=str(Path(scratch) / "calib.onnx"),
+                calibrate_method=methods[calibrate_method],
+                providers=["CPUExecutionProvider"],
+                extra_options={"symmetric": False, "percentile": percentile})
+            with contextlib.redirect_stdout(io.StringIO()):  # a line per batch otherwise
+                for item in batches:
+                    calibrator.collect_data(_Reader([item]))
+            save_tensors_data(calibrator.compute_data(), cache)
+            del calibrator
         quantize_static(
-            str(fp32), str(onnx_path), _Reader(),
+            str(fp32), str(onnx_path), _Reader(batches),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(INT8_OPS),
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
             calibrate_method=methods[calibrate_method],
             calibration_providers=["CPUExecutionProvider"],
+            calibration_cache_path=cache,
         )
         reference = _embed(_session(fp32, threads), metadata, crops)
     converted = _embed(_session(onnx_path, threads), metadata, crops)
     check = agreement(reference, converted)
     notes: dict[str, object] = {
         "method": f"onnxruntime static QDQ, per-channel int8 weights, uint8 activations: "
-                  f"{'/'.join(INT8_OPS)}; float32: the gate and {', '.join(excluded_ends)}",
-        "calibration": f"{len(crops)} crops, {calibrate_method}",
+                  f"{'/'.join(INT8_OPS)}{', 7-bit weights' if reduce_range else ''}; "
+                  f"float32: the gate and {', '.join(kept)}",
+        "calibration": f"{len(crops)} crops, {calibrate_method}"
+                       + (f" {percentile}" if calibrate_method == "percentile" else ""),
         "agreement_with_fp32": check.as_dict(),
     }
     return _stamp(metadata, onnx_path, precision="int8", notes=notes,

@@ -4,7 +4,8 @@ Writes a converted copy of an fp32 artifact beside it (``MODEL.int8.onnx`` ...),
 metadata, after checking it against the source on real LFW crops of every resolution:
 
 * ``int8``: static QDQ quantization for the CPU provider, activation ranges calibrated on
-  ``peopleDevTrain`` crops at 112-7 px (``--crops`` of them);
+  ``peopleDevTrain`` crops at 112-7 px (``--crops`` of them; ``--calibration``, by
+  default the 99.999th percentile of each activation);
 * ``fp16``: for the CUDA provider (checked on the CPU provider);
 * ``fp32``: no conversion; only the branch-only rewrite of a gated graph.
 
@@ -20,6 +21,9 @@ from typing import Any
 import typer
 
 PRECISIONS = ("int8", "fp16", "fp32")
+#: How int8 activation ranges are read from the calibration crops (models.quantize).
+CALIBRATIONS = ("percentile", "minmax", "entropy")
+DEFAULT_CALIBRATION = "percentile"
 
 
 def default_output(model: Path, precision: str) -> Path:
@@ -28,11 +32,13 @@ def default_output(model: Path, precision: str) -> Path:
 
 
 def convert(model: Path, precision: str, out: Path, data: Path, *, crops: int,
-            check_crops: int, threads: int | None) -> tuple[Any, Any]:
+            check_crops: int, threads: int | None,
+            calibration: str = DEFAULT_CALIBRATION) -> tuple[Any, Any]:
     """Converts ``model`` to ``precision`` at ``out``; returns (metadata, agreement).
 
     Raises:
-        ValueError: not an fp32 artifact, an unknown precision, or (fp32) not gated.
+        ValueError: not an fp32 artifact, an unknown precision or calibration method, or
+            (fp32) not gated.
         FileNotFoundError: the LFW folder lacks ``peopleDevTrain.txt`` or images.
     """
     from models.quantize import convert_fp16, quantize_int8, write_branch_only
@@ -40,9 +46,12 @@ def convert(model: Path, precision: str, out: Path, data: Path, *, crops: int,
 
     if precision not in PRECISIONS:
         raise ValueError(f"--to must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, "
+                         f"got {calibration!r}")
     if precision == "int8":
-        calibration = lfw_crops(data, count=crops)
-        return quantize_int8(model, out, calibration, threads=threads)
+        return quantize_int8(model, out, lfw_crops(data, count=crops),
+                             calibrate_method=calibration, threads=threads)  # type: ignore[arg-type]
     check = lfw_crops(data, count=check_crops)
     if precision == "fp16":
         return convert_fp16(model, out, check, threads=threads)
@@ -58,6 +67,9 @@ def quantize(
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Default: MODEL.<precision>.onnx beside MODEL."),
     crops: int = typer.Option(1152, help="int8 calibration crops (cycling 112-7 px)."),
+    calibration: str = typer.Option(
+        DEFAULT_CALIBRATION, help="int8 activation ranges: percentile (99.999 % of each "
+        "activation's values), minmax or entropy; see docs/benchmarks.md."),
     check_crops: int = typer.Option(288, help="Crops the fp16/fp32 copies are checked on."),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads."),
 ) -> None:
@@ -67,7 +79,8 @@ def quantize(
     target = out or default_output(model, to)
     try:
         metadata, agreement = convert(model, to, target, data, crops=crops,
-                                      check_crops=check_crops, threads=threads)
+                                      check_crops=check_crops, threads=threads,
+                                      calibration=calibration)
     except (ArtifactError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc

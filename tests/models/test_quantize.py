@@ -68,6 +68,50 @@ def test_int8_copy(gated_artifact: Path, tmp_path: Path) -> None:
     assert embedder.embed_pixels(_crops(3)).shape == (3, 16)
 
 
+def test_int8_ranges_default_to_percentile_and_settings_apply(gated_artifact: Path,
+                                                              tmp_path: Path) -> None:
+    crops = _crops(16)
+    cache = tmp_path / "ranges.json"
+    default, _ = quantize_int8(gated_artifact, tmp_path / "p.onnx", crops, batch=4,
+                               calibration_cache=cache)
+    assert default.extra["int8_conversion"]["calibration"] == "16 crops, percentile 99.999"
+    assert cache.is_file()  # the histogram ranges, written one batch at a time
+    minmax, _ = quantize_int8(gated_artifact, tmp_path / "m.onnx", crops, batch=4,
+                              calibrate_method="minmax")
+    assert minmax.extra["int8_conversion"]["calibration"] == "16 crops, minmax"
+
+    def scales(path: Path) -> dict[str, float]:
+        graph = onnx.load(str(path)).graph
+        values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+        return {n.output[0]: float(values[n.input[1]]) for n in graph.node
+                if n.op_type == "QuantizeLinear" and values[n.input[1]].size == 1}
+
+    # percentile ranges clip the extremes: no activation scale wider than minmax's
+    narrow, wide = scales(tmp_path / "p.onnx"), scales(tmp_path / "m.onnx")
+    shared = narrow.keys() & wide.keys()
+    assert shared and all(narrow[k] <= wide[k] * (1 + 1e-6) for k in shared)
+    assert any(narrow[k] < wide[k] * 0.999 for k in shared)
+
+
+def test_int8_float_nodes_stay_float(gated_artifact: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "ranges.json"
+    quantize_int8(gated_artifact, tmp_path / "a.onnx", _crops(16), batch=4,
+                  calibration_cache=cache)
+    convs = [n for n in onnx.load(str(tmp_path / "a.onnx")).graph.node
+             if n.op_type == "Conv" and n.name.startswith("blurred_rows/")]
+    middle = convs[1].name  # not the first convolution, which is float anyway
+    metadata, _ = quantize_int8(gated_artifact, tmp_path / "b.onnx", _crops(16), batch=4,
+                                float_nodes=[middle], calibration_cache=cache)
+    assert middle in metadata.extra["int8_conversion"]["method"]
+    graph = onnx.load(str(tmp_path / "b.onnx")).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    node = next(n for n in graph.node if n.name == middle)
+    assert not set(node.input) & dequantized  # float weights and input
+    with pytest.raises(ValueError, match="not in the graph"):
+        quantize_int8(gated_artifact, tmp_path / "c.onnx", _crops(16), batch=4,
+                      float_nodes=["no/such/Conv"], calibration_cache=cache)
+
+
 def test_fp16_copy_keeps_the_float32_contract(gated_artifact: Path, tmp_path: Path) -> None:
     metadata, check = convert_fp16(gated_artifact, tmp_path / "g.fp16.onnx", _crops(8))
     assert metadata.precision == "fp16" and check.min_cosine > 0.999
@@ -111,3 +155,14 @@ def test_lrfr_quantize_on_lfw_crops(gated_artifact: Path, tmp_path: Path,
     assert "wrote" in result.output and load_metadata(tmp_path / "g.int8.onnx").precision == "int8"
     result = CliRunner().invoke(app, ["quantize", str(model), "--to", "int4", "--data", str(lfw)])
     assert result.exit_code == 1 and "--to must be one of" in result.output
+    result = CliRunner().invoke(app, ["quantize", str(model), "--data", str(lfw), "--crops",
+                                      "48", "--calibration", "minmax", "--out",
+                                      str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    calibration = load_metadata(tmp_path / "m.onnx").extra["int8_conversion"]["calibration"]
+    assert calibration == "48 crops, minmax"
+    assert load_metadata(tmp_path / "g.int8.onnx").extra["int8_conversion"]["calibration"] == (
+        "48 crops, percentile 99.999")
+    result = CliRunner().invoke(app, ["quantize", str(model), "--data", str(lfw),
+                                      "--calibration", "kl"])
+    assert result.exit_code == 1 and "--calibration must be one of" in result.output
