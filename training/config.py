@@ -272,6 +272,9 @@ class EngineConfig(_Section):
             from that checkpoint; ``none`` starts fresh.
         max_steps: stop after this many steps in total (``None``: the schedule's end).
         max_minutes: stop (with a checkpoint) after this wall time of this invocation.
+        skip_nonfinite: how many consecutive steps with a non-finite loss or gradient
+            norm to skip (no optimiser update, counted in ``train/skipped_steps``)
+            before stopping; 0 stops at the first (checked at every step).
         sync_batchnorm: SyncBatchNorm across processes under DDP.
         compile: ``torch.compile`` the backbone.
         progress: show a tqdm bar (rank 0 only).
@@ -290,6 +293,7 @@ class EngineConfig(_Section):
     resume: StrictStr = "auto"
     max_steps: StrictInt | None = None
     max_minutes: Number | None = None
+    skip_nonfinite: StrictInt = Field(default=0, ge=0)
     sync_batchnorm: StrictBool = False
     compile: StrictBool = False
     progress: StrictBool = True

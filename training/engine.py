@@ -201,7 +201,7 @@ class Trainer:
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
-        else:
+        elif self._finite(run, loss, grad_norm):
             optimizer.step()
         run.step += 1
         run.batch_in_epoch += 1
@@ -215,6 +215,32 @@ class Trainer:
         if self.record_losses:
             run.result.losses.append((run.step, float(loss.detach())))
         return loss, stats, lr, grad_norm
+
+    def _finite(self, run: RunState, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+        """Whether this step may update the weights. With ``engine.skip_nonfinite`` a step
+        whose loss or gradient norm is not finite is skipped (the gradients are dropped;
+        the norm is the same on every rank, since DDP averages the gradients), and the
+        run stops after that many in a row; without it the log's check stops the run."""
+        limit = self.config.engine.skip_nonfinite
+        if not limit:
+            return True
+        norm = grad_norm if grad_norm is not None else \
+            torch.nn.utils.clip_grad_norm_(run.params, float("inf"))
+        if bool(torch.isfinite(norm)) and (run.ctx.distributed or bool(torch.isfinite(loss))):
+            run.nonfinite_in_a_row = 0
+            return True
+        run.optimizer.zero_grad(set_to_none=True)
+        run.skipped_steps += 1
+        run.nonfinite_in_a_row += 1
+        logger.warning("step %d: non-finite loss or gradients, skipped (%d in a row, %d "
+                       "in this run)", run.step + 1, run.nonfinite_in_a_row, run.skipped_steps)
+        if run.nonfinite_in_a_row > limit:
+            raise FloatingPointError(
+                f"{run.nonfinite_in_a_row} non-finite steps in a row at step {run.step + 1} "
+                f"(engine.skip_nonfinite={limit}); lower optim.lr, enable optim.grad_clip "
+                "or use engine.precision=fp32"
+            )
+        return False
 
     def _out_of_time(self, run: RunState) -> bool:
         """``engine.max_minutes`` has passed (on any rank)."""
@@ -239,7 +265,10 @@ class Trainer:
         run.window_time, run.window_images = now, 0
         scalars = step_scalars(inputs, loss, stats, lr, grad_norm, run.ctx)
         scalars["speed/images_per_second"] = speed
-        if not math.isfinite(scalars["train/loss"]) and run.scaler is None:
+        limit = self.config.engine.skip_nonfinite
+        if limit:
+            scalars["train/skipped_steps"] = run.skipped_steps
+        elif not math.isfinite(scalars["train/loss"]) and run.scaler is None:
             raise FloatingPointError(
                 f"loss is {scalars['train/loss']} at step {run.step}; lower optim.lr "
                 "or enable optim.grad_clip"

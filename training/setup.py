@@ -103,6 +103,8 @@ class RunState:
     throughput_images: int = 0
     window_time: float = 0.0
     window_images: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped in this invocation
+    nonfinite_in_a_row: int = 0
     last_checkpoint: Path | None = None
 
     @property

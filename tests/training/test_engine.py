@@ -4,6 +4,7 @@ optimiser groups, precision, quality and flags reaching the head, validation hoo
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +178,55 @@ def test_time_limit_stops_with_a_checkpoint(tiny_config: Callable[..., TrainConf
     result = train(config, source=SyntheticSource())
     assert result.step == 1 and not result.finished
     assert torch.load(result.checkpoint, weights_only=False)["step"] == 1
+
+
+def _poison_steps(monkeypatch: pytest.MonkeyPatch, bad: set[int]) -> None:
+    """Makes the loss NaN on the given (1-based) forward calls of the run."""
+    from training.setup import TrainModule
+
+    original = TrainModule.forward
+    calls = itertools.count(1)
+
+    def forward(self: TrainModule, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        loss, stats = original(self, inputs)
+        return (loss * float("nan") if next(calls) in bad else loss), stats
+
+    monkeypatch.setattr(TrainModule, "forward", forward)
+
+
+def test_a_non_finite_step_stops_the_run_by_default(
+    tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_steps(monkeypatch, {2})
+    config = tiny_config(engine={"max_steps": 4, "log_every": 4})
+    with pytest.raises(FloatingPointError, match="loss is nan at step 4"):
+        train(config, source=SyntheticSource())
+
+
+def test_skip_nonfinite_skips_bad_steps_and_keeps_the_weights_finite(
+    tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_steps(monkeypatch, {2, 3, 5})
+    config = tiny_config(engine={"max_steps": 6, "log_every": 1, "skip_nonfinite": 2})
+    result = train(config, source=SyntheticSource(), record_losses=True)
+    assert result.finished and result.step == 6
+    losses = dict(result.losses)
+    assert [s for s, v in losses.items() if not torch.isfinite(torch.tensor(v))] == [2, 3, 5]
+    assert torch.isfinite(torch.tensor(losses[6]))  # the weights were never updated with NaN
+    state = torch.load(result.checkpoint, weights_only=False)["backbone_state"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    rows = [json.loads(line) for line in
+            (Path(config.engine.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 2, 2, 3, 3]
+
+
+def test_skip_nonfinite_stops_after_too_many_in_a_row(
+    tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_steps(monkeypatch, {2, 3, 4})
+    config = tiny_config(engine={"max_steps": 6, "skip_nonfinite": 2})
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row at step 4"):
+        train(config, source=SyntheticSource())
 
 
 def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
