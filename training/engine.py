@@ -28,7 +28,6 @@ optimiser step, log, validate, checkpoint. What is trained is the objective's bu
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -217,12 +216,18 @@ class Trainer:
         return loss, stats, lr, grad_norm
 
     def _finite(self, run: RunState, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
-        """Whether this step may update the weights. With ``engine.skip_nonfinite`` a step
-        whose loss or gradient norm is not finite is skipped (the gradients are dropped;
-        the norm is the same on every rank, since DDP averages the gradients), and the
-        run stops after that many in a row; without it the log's check stops the run."""
+        """Whether this step may update the weights, checked before the update so that no
+        checkpoint holds non-finite weights. Without ``engine.skip_nonfinite`` the first
+        non-finite loss stops the run; with it, a step whose loss or gradient norm is not
+        finite is skipped (gradients dropped; the norm is the same on every rank, since
+        DDP averages the gradients) and the run stops after that many in a row."""
         limit = self.config.engine.skip_nonfinite
         if not limit:
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(
+                    f"loss is {float(loss)} at step {run.step + 1}; lower optim.lr, enable "
+                    "optim.grad_clip or engine.skip_nonfinite, or use engine.precision=fp32"
+                )
             return True
         norm = grad_norm if grad_norm is not None else \
             torch.nn.utils.clip_grad_norm_(run.params, float("inf"))
@@ -259,20 +264,14 @@ class Trainer:
         self, run: RunState, bar: Any, inputs: dict[str, torch.Tensor], loss: torch.Tensor,
         stats: dict[str, Any], lr: float, grad_norm: torch.Tensor | None,
     ) -> None:
-        """Scalars to the bar, TensorBoard and metrics.jsonl; refuses a non-finite loss."""
+        """Scalars to the bar, TensorBoard and metrics.jsonl."""
         now = time.perf_counter()
         speed = run.window_images / max(now - run.window_time, 1e-9)
         run.window_time, run.window_images = now, 0
         scalars = step_scalars(inputs, loss, stats, lr, grad_norm, run.ctx)
         scalars["speed/images_per_second"] = speed
-        limit = self.config.engine.skip_nonfinite
-        if limit:
+        if self.config.engine.skip_nonfinite:
             scalars["train/skipped_steps"] = run.skipped_steps
-        elif not math.isfinite(scalars["train/loss"]) and run.scaler is None:
-            raise FloatingPointError(
-                f"loss is {scalars['train/loss']} at step {run.step}; lower optim.lr "
-                "or enable optim.grad_clip"
-            )
         if not run.ctx.is_main:
             return
         bar.set_postfix(loss=f"{scalars['train/loss']:.3f}", img_s=f"{speed:.0f}", lr=f"{lr:.2e}")
