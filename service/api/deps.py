@@ -44,11 +44,15 @@ class Access(Enum):
     ADMIN = frozenset({Role.ADMIN})
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async def``, although they never wait: FastAPI runs a plain
+# ``def`` dependency in the thread pool, one thread hop each per request.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_recognition(request: Request) -> RecognitionService:
+async def get_recognition(request: Request) -> RecognitionService:
     service = getattr(request.app.state, "recognition", None)
     if service is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
@@ -112,17 +116,17 @@ def check_access(settings: Settings, access: Access, key: str | None) -> Role:
 KeyDep = Annotated[str | None, Security(_api_key)]
 
 
-def caller_role(settings: SettingsDep, key: KeyDep = None) -> Role:
+async def caller_role(settings: SettingsDep, key: KeyDep = None) -> Role:
     """The role of the caller's key; 401 without a valid client or admin key."""
     return check_access(settings, Access.CLIENT, key)
 
 
-def require_admin(settings: SettingsDep, key: KeyDep = None) -> Role:
+async def require_admin(settings: SettingsDep, key: KeyDep = None) -> Role:
     """401 without a valid key, 403 unless the caller holds an admin key."""
     return check_access(settings, Access.ADMIN, key)
 
 
-def require_metrics_reader(settings: SettingsDep, key: KeyDep = None) -> Role:
+async def require_metrics_reader(settings: SettingsDep, key: KeyDep = None) -> Role:
     """A metrics or admin key, unless ``LRFR_METRICS_PUBLIC`` opens /metrics."""
     return check_access(settings, Access.METRICS, key)
 

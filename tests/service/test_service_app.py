@@ -3,11 +3,15 @@ model versions, readiness, metrics and request batching."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from models.artifact import (
@@ -333,6 +337,36 @@ def test_metrics_count_requests_batches_and_gallery_sizes(make_client) -> None:
     assert 'lrfr_request_duration_seconds_count{endpoint="/v1/verify",method="POST"} 1.0' in text
     assert 'lrfr_gallery_faces{gallery="g"} 3.0' in text
     assert "lrfr_embedding_batch_size_count" in text
+
+
+def _dependencies(dependant: Dependant) -> list[Dependant]:
+    return [
+        found for sub in dependant.dependencies for found in [sub, *_dependencies(sub)]
+    ]
+
+
+def _api_routes(routes: list) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)  # app.include_router(...)
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def test_routes_resolve_their_dependencies_on_the_event_loop(make_settings) -> None:
+    # FastAPI runs a plain ``def`` dependency in the thread pool: a thread hop per request
+    # for each, on every route.
+    app = create_app(make_settings())
+    routes = list(_api_routes(app.routes))
+    assert any(route.path.endswith("/identify") for route in routes)
+    for route in routes:
+        for dependency in _dependencies(route.dependant):
+            call = dependency.call
+            method = getattr(call, "__call__", None)  # noqa: B004 - security scheme objects
+            assert inspect.iscoroutinefunction(call) or (
+                not inspect.isfunction(call) and inspect.iscoroutinefunction(method)
+            ), f"{route.path}: dependency {call} is not async"
 
 
 def test_concurrent_requests_are_embedded_in_one_batch(make_client) -> None:
