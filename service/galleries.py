@@ -15,13 +15,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import crud
 from service.db import Face, Gallery, Subject
 from service.errors import ConflictError, ModelMismatchError, NotFoundError
-from service.index_sync import IndexSync, StartupReport, model_key
+from service.index_sync import Hits, IndexSync, StartupReport, model_key
 from service.schemas import (
     FaceOut,
     GalleryOut,
@@ -104,14 +105,17 @@ class GalleryService:
     def __init__(self, sync: IndexSync) -> None:
         self.sync = sync
         self._sessions = sync.sessions
+        # the engine itself, for the read-only lookups of every search (plain Core
+        # connections: no ORM session to set up and tear down per request)
+        self._engine: Engine = sync.sessions.kw["bind"]
         self._model = sync.model
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _compatible(self, gallery: Gallery) -> bool:
+    def _compatible(self, gallery: Gallery | crud.GalleryRef) -> bool:
         return self.sync.compatible(gallery)
 
-    def _require_compatible(self, gallery: Gallery) -> None:
+    def _require_compatible(self, gallery: Gallery | crud.GalleryRef) -> None:
         if not self._compatible(gallery):
             raise ModelMismatchError(
                 f"gallery '{gallery.name}' was embedded with model {gallery.model_name} "
@@ -346,31 +350,49 @@ class GalleryService:
 
     # -- search ------------------------------------------------------------------------------
 
+    def require_gallery(self, *, name: str) -> None:
+        """404 unless gallery ``name`` exists (one light query)."""
+        with self._engine.connect() as connection:
+            if crud.gallery_ref(connection, name=name) is None:
+                raise NotFoundError(f"gallery '{name}' not found")
+
     def search(self, *, gallery: str, vector: np.ndarray, top_k: int) -> list[Candidate]:
         """The ``top_k`` most similar subjects (best face of each), best first."""
-        with self._sessions() as session:
-            row = self._require_gallery(session, gallery)
-            self._require_compatible(row)
-            gallery_id, revision = row.id, row.revision
+        with self._engine.connect() as connection:
+            row = crud.gallery_ref(connection, name=gallery)
+        if row is None:
+            raise NotFoundError(f"gallery '{gallery}' not found")
+        self._require_compatible(row)
         k = top_k * 4
         while True:
-            hits = self.sync.search(gallery_id, revision, vector, k)
-            with self._sessions() as session:
-                owners = crud.subjects_of_faces(session, face_ids=hits.ids.tolist())
-            best: dict[str, Candidate] = {}
-            for similarity, face_id in zip(hits.similarities.tolist(), hits.ids.tolist(),
-                                           strict=True):
-                found = owners.get(int(face_id))
-                if found is None or found[0] in best:
-                    continue  # deleted meanwhile, or a worse face of a subject already in
-                owner, quality = found
-                best[owner] = Candidate(
-                    subject=owner, similarity=float(similarity), face=int(face_id),
-                    face_quality=quality,
-                )
+            # no connection is held during the search (it may wait for a rebuild)
+            hits = self.sync.search(row.id, row.revision, vector, k)
+            # the owners are read after the search: a face deleted meanwhile is left out
+            with self._engine.connect() as connection:
+                owners = crud.subjects_of_faces(connection, face_ids=hits.ids.tolist())
+            best = self._best_of_subjects(hits, owners)
             if len(best) >= top_k or hits.exhausted:
                 return list(best.values())[:top_k]
             k *= 4
+
+    @staticmethod
+    def _best_of_subjects(
+        hits: Hits, owners: dict[int, tuple[str, float]]
+    ) -> dict[str, Candidate]:
+        """The best face of each subject among ``hits``, best first; faces without an
+        owner (deleted meanwhile) are left out."""
+        best: dict[str, Candidate] = {}
+        for similarity, face_id in zip(hits.similarities.tolist(), hits.ids.tolist(),
+                                       strict=True):
+            found = owners.get(int(face_id))
+            if found is None or found[0] in best:
+                continue  # deleted meanwhile, or a worse face of a subject already in
+            owner, quality = found
+            best[owner] = Candidate(
+                subject=owner, similarity=float(similarity), face=int(face_id),
+                face_quality=quality,
+            )
+        return best
 
     # -- re-embedding ------------------------------------------------------------------------
 

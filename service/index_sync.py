@@ -88,7 +88,7 @@ class IndexSync:
         with self._registry:
             return self._locks.setdefault(gallery_id, threading.Lock())
 
-    def compatible(self, gallery: Gallery) -> bool:
+    def compatible(self, gallery: Gallery | crud.GalleryRef) -> bool:
         return model_key(gallery.model_name, gallery.model_version) == self._key
 
     def _publish(self, gallery_id: int, name: str, index: GalleryVectors) -> None:
