@@ -2,8 +2,10 @@
 
 Requests that arrive together are embedded in one ONNX Runtime call: the first image
 waiting opens a short collection window (``window_s``), and the batch closes when the
-window ends or ``max_batch`` images are waiting. ONNX Runtime runs in a dedicated thread
-so the event loop keeps accepting requests meanwhile.
+window ends or ``max_batch`` images are waiting. The window is waited only while other
+requests are on their way (``incoming``: being decoded, their images not yet queued):
+alone, a request would wait the whole window for company that cannot come. ONNX Runtime
+runs in a dedicated thread so the event loop keeps accepting requests meanwhile.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -56,6 +58,21 @@ class BatchingEmbedder:
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._incoming = 0
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Marks a request on its way to :meth:`embed` (its images being decoded), so that
+        a batch already open waits (up to the window) for its images.
+
+        Leave the block right before calling ``embed``, with no ``await`` in between, so
+        the images are queued before the collector can see that nothing is on its way.
+        """
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     @property
     def running(self) -> bool:
@@ -109,6 +126,8 @@ class BatchingEmbedder:
                 continue
             except asyncio.QueueEmpty:
                 pass
+            if self._incoming == 0:
+                break  # no other request is on its way: waiting cannot fill the batch
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -194,12 +195,18 @@ class RecognitionService:
         *,
         keep_image: bool = False,
         face: FaceRequest | None = None,
+        embedding: bool = True,
     ) -> list[PreparedFace]:
-        """Decodes uploads, finds their faces and scores them, off the event loop."""
+        """Decodes uploads, finds their faces and scores them, off the event loop.
+
+        With ``embedding`` (the caller embeds the faces next, with no ``await`` in between)
+        an open batch of the embedder waits for them meanwhile.
+        """
         request = self._face_request(face)
-        return await run_in_threadpool(
-            lambda: [self._prepare_one(upload, keep_image, request) for upload in uploads]
-        )
+        with self._batcher.incoming() if embedding else contextlib.nullcontext():
+            return await run_in_threadpool(
+                lambda: [self._prepare_one(upload, keep_image, request) for upload in uploads]
+            )
 
     async def embed(self, faces: Sequence[PreparedFace]) -> np.ndarray:
         return await self._batcher.embed([face.pixels for face in faces])
@@ -207,7 +214,7 @@ class RecognitionService:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def quality(self, upload: Upload, *, face: FaceRequest | None = None) -> QualityResponse:
-        (prepared,) = await self.prepare([upload], face=face)
+        (prepared,) = await self.prepare([upload], face=face, embedding=False)
         return QualityResponse(quality=prepared.quality, face=prepared.info)
 
     def _detect_all(self, upload: Upload) -> tuple[DecodedImage, list[PreparedFace]]:
@@ -289,8 +296,9 @@ class RecognitionService:
         """One identification per face found in a frame (``faces=all``)."""
         self._check_top_k(top_k)
         key = self._far(far)
-        await run_in_threadpool(lambda: self.galleries.get_gallery(name=gallery))
-        decoded, faces = await run_in_threadpool(lambda: self._detect_all(upload))
+        await run_in_threadpool(lambda: self.galleries.require_gallery(name=gallery))
+        with self._batcher.incoming():
+            decoded, faces = await run_in_threadpool(lambda: self._detect_all(upload))
         vectors: np.ndarray | list[np.ndarray] = await self.embed(faces) if faces else []
         answers = [
             await self._identify_one(

@@ -105,3 +105,51 @@ def test_embed_refuses_when_not_started() -> None:
     batcher = BatchingEmbedder(RecordingEmbedder(), window_s=0.0, max_batch=1)
     with pytest.raises(RuntimeError, match="not running"):
         asyncio.run(batcher.embed([_image(0)]))
+
+
+def test_a_lone_request_does_not_wait_the_window() -> None:
+    model = RecordingEmbedder()
+
+    async def scenario() -> float:
+        async with _running(model, window_s=5.0, max_batch=8) as batcher:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await batcher.embed([_image(1), _image(2)])
+            return loop.time() - started
+
+    # nothing else is on its way: the batch closes at once, not after 5 s
+    assert asyncio.run(scenario()) < 1.0
+    assert model.batches == [2]
+
+
+def test_an_open_batch_waits_for_a_request_on_its_way() -> None:
+    model = RecordingEmbedder()
+
+    async def scenario() -> None:
+        async with _running(model, window_s=5.0, max_batch=8) as batcher:
+
+            async def later() -> np.ndarray:
+                with batcher.incoming():  # decoding its image meanwhile
+                    await asyncio.sleep(0.05)
+                return await batcher.embed([_image(2)])
+
+            second = asyncio.create_task(later())
+            await asyncio.sleep(0)  # the second request is on its way
+            first = await batcher.embed([_image(1)])
+            assert int(first[0, 0]) == 1
+            assert int((await second)[0, 0]) == 2
+
+    asyncio.run(scenario())
+    assert model.batches == [2]
+
+
+def test_the_window_still_bounds_the_wait_for_requests_on_their_way() -> None:
+    model = RecordingEmbedder()
+
+    async def scenario() -> None:
+        async with _running(model, window_s=0.01, max_batch=8) as batcher:
+            with batcher.incoming():  # a request that never comes (it failed decoding)
+                await batcher.embed([_image(1)])
+
+    asyncio.run(scenario())
+    assert model.batches == [1]
