@@ -26,6 +26,9 @@ Usage::
 
     python benchmarks/gallery_scale.py --sizes 100000,1000000
     python benchmarks/gallery_scale.py --model reference --sizes 1000000   # service cost
+    git worktree add /tmp/before <commit>   # the same run against an earlier service:
+    python benchmarks/gallery_scale.py --model reference --sizes 1000000 --backends faiss \
+        --baseline-repo /tmp/before
 """
 
 from __future__ import annotations
@@ -256,8 +259,12 @@ def _rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def serve(*, model: Path, database_url: str, data_dir: Path, env: dict[str, str],
-          port: int, timeout: float = 3600) -> Iterator[tuple[str, subprocess.Popen, float]]:
-    """``lrfr serve`` until the block ends; yields (base URL, process, seconds to ready)."""
+          port: int, timeout: float = 3600,
+          repo: Path = REPO_ROOT) -> Iterator[tuple[str, subprocess.Popen, float]]:
+    """``lrfr serve`` until the block ends; yields (base URL, process, seconds to ready).
+
+    ``repo``: the checkout whose service runs (another one: a baseline to compare with).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     full = {k: v for k, v in os.environ.items() if not k.startswith("LRFR_")}
     full.update(LRFR_MODEL_PATH=str(model), LRFR_DATABASE_URL=database_url,
@@ -267,7 +274,7 @@ def serve(*, model: Path, database_url: str, data_dir: Path, env: dict[str, str]
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "lrfr.cli", "serve", "--port", str(port), "--log-level",
-         "info"], env=full, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+         "info"], env=full, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -460,6 +467,10 @@ def main() -> None:
     parser.add_argument("--milvus-index", default="AUTOINDEX")
     parser.add_argument("--milvus-index-params", default="{}")
     parser.add_argument("--milvus-search-params", default="{}")
+    parser.add_argument("--baseline-repo", type=Path, default=None,
+                        help="another checkout (a git worktree of an earlier commit): its "
+                        "service also answers the tiny and approximate configurations, rows "
+                        "marked '(baseline)', to compare the cost of a request in one run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="default: a temporary folder")
@@ -467,7 +478,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     with contextlib.ExitStack() as stack:
-        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        # absolute: a baseline service runs in another checkout's folder
+        work = (args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))).resolve()
         work.mkdir(parents=True, exist_ok=True)
         if args.model == "bundled":
             model = REPO_ROOT / "models" / "bundled" / "lrfr.onnx"
@@ -516,11 +528,17 @@ def main() -> None:
         first = real.subjects == real.subjects[0]
         write_gallery(tiny_db, name="tiny", model=meta.name, version=meta.version,
                       vectors=real.vectors[first], subjects=real.subjects[first])
+        rows: list = []
+        if args.baseline_repo is not None:
+            with serve(model=model, database_url=tiny_db, data_dir=work / "tiny-baseline",
+                       env={}, port=free_port(), repo=args.baseline_repo) as (base, _, start_s):
+                rows.append(("tiny (1 person) (baseline)", 1, "-", ask(base, "tiny", probes),
+                             None, start_s, None, None))
         with serve(model=model, database_url=tiny_db, data_dir=work / "tiny",
                    env={}, port=free_port()) as (base, process, base_start_s):
             fixed = ask(base, "tiny", probes)
             base_rss = _rss_mb(process.pid)
-        rows = [("tiny (1 person)", 1, "-", fixed, None, base_start_s, None, None)]
+        rows.append(("tiny (1 person)", 1, "-", fixed, None, base_start_s, None, None))
         logger.info("tiny gallery: start %.1f s, %.0f MB resident", base_start_s, base_rss)
 
         for size in (int(n) for n in args.sizes.split(",")):
@@ -550,6 +568,15 @@ def main() -> None:
                 with serve(model=model, database_url=database, data_dir=folder, env=env,
                            port=port) as (base, _, build_s):
                     pass
+                if args.baseline_repo is not None and "exact" not in name:
+                    # the baseline loads the index the first start persisted (same format)
+                    with serve(model=model, database_url=database, data_dir=folder, env=env,
+                               port=port, repo=args.baseline_repo) as (base, process, start_s):
+                        answers = ask(base, "g", probes)
+                        rss = _rss_mb(process.pid)
+                    rows.append((f"{name} (baseline)", size, write_s, answers, exact,
+                                 float("nan"), start_s, (rss - base_rss) / size * 1e6 / 1024))
+                    print_table(rows)
                 with serve(model=model, database_url=database, data_dir=folder, env=env,
                            port=port) as (base, process, restart_s):
                     answers = ask(base, "g", probes)
@@ -577,8 +604,9 @@ def print_table(rows: list, final: bool = False) -> None:
         at1 = np.mean([a[:1] == e[:1] for a, e in zip(answers.top, exact.top, strict=True)])
         at10 = np.mean([len(set(a) & set(e)) / max(1, len(e))
                         for a, e in zip(answers.top, exact.top, strict=True)])
+        build = "-" if np.isnan(build_s) else f"{build_s:.0f}"
         print(f"| {name} | {size:,} | {p50:.1f} | {p99:.1f} | {answers.search_s * 1000:.2f} | "
-              f"{at1:.3f} | {at10:.3f} | {build_s:.0f} | {restart_s:.0f} | {gb:.2f} |")
+              f"{at1:.3f} | {at10:.3f} | {build} | {restart_s:.0f} | {gb:.2f} |")
     sys.stdout.flush()
 
 
