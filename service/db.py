@@ -100,16 +100,24 @@ class Face(Base):
     subject: Mapped[Subject] = relationship(back_populates="faces")
 
 
+#: How much of an SQLite database file is read through a memory map (address space, not
+#: resident memory; pages the search touches stay in the OS page cache).
+SQLITE_MMAP_BYTES = 1 << 30
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # reads through a memory map instead of read() calls into SQLite's small page cache:
+    # at 1M faces the owners of 10 hits took 0.84 ms, 0.52 with it (identify p50 -1.5 ms)
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    """An engine for ``url``; SQLite gets foreign keys, WAL, a busy timeout and a memory map."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
