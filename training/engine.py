@@ -217,26 +217,29 @@ class Trainer:
 
     def _finite(self, run: RunState, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
         """Whether this step may update the weights, checked before the update so that no
-        checkpoint holds non-finite weights. Without ``engine.skip_nonfinite`` the first
-        non-finite loss stops the run; with it, a step whose loss or gradient norm is not
-        finite is skipped (gradients dropped; the norm is the same on every rank, since
-        DDP averages the gradients) and the run stops after that many in a row."""
+        checkpoint holds non-finite weights. A step is non-finite when its loss or its
+        gradient norm is; under DDP only the norm decides (the same on every rank, since
+        DDP averages the gradients), so all ranks stop or skip together. Without
+        ``engine.skip_nonfinite`` the first such step stops the run; with it, the step is
+        skipped (gradients dropped) and the run stops after that many in a row."""
         limit = self.config.engine.skip_nonfinite
-        if not limit:
-            if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(
-                    f"loss is {float(loss)} at step {run.step + 1}; lower optim.lr, enable "
-                    "optim.grad_clip or engine.skip_nonfinite, or use engine.precision=fp32"
-                )
-            return True
-        norm = grad_norm if grad_norm is not None else \
-            torch.nn.utils.clip_grad_norm_(run.params, float("inf"))
-        if bool(torch.isfinite(norm)) and (run.ctx.distributed or bool(torch.isfinite(loss))):
+        distributed = run.ctx.distributed
+        norm = grad_norm
+        if norm is None and (limit or distributed):
+            norm = torch.nn.utils.clip_grad_norm_(run.params, float("inf"))
+        if (norm is None or bool(torch.isfinite(norm))) and \
+                (distributed or bool(torch.isfinite(loss))):
             run.nonfinite_in_a_row = 0
             return True
+        run.nonfinite_in_a_row += 1
+        if not limit:
+            raise FloatingPointError(
+                f"loss is {float(loss)} at step {run.step + 1} (gradient norm "
+                f"{None if norm is None else float(norm)}); lower optim.lr, enable "
+                "optim.grad_clip or engine.skip_nonfinite, or use engine.precision=fp32"
+            )
         run.optimizer.zero_grad(set_to_none=True)
         run.skipped_steps += 1
-        run.nonfinite_in_a_row += 1
         logger.warning("step %d: non-finite loss or gradients, skipped (%d in a row, %d "
                        "in this run)", run.step + 1, run.nonfinite_in_a_row, run.skipped_steps)
         if run.nonfinite_in_a_row > limit:
