@@ -107,6 +107,15 @@ class Decisions:
     def undecidable(self) -> np.ndarray:
         return self.codes == UNDECIDABLE
 
+    def kind(self, i: int) -> DecisionKind:
+        """The answer for pair ``i``."""
+        return _KINDS[int(self.codes[i])]
+
+    def threshold(self, i: int) -> float | None:
+        """The threshold pair ``i`` was held to (None: there was none)."""
+        used = float(self.thresholds[i])
+        return None if np.isnan(used) else used
+
 
 class DecisionRule:
     """Decides pairs with a model's calibration.

@@ -324,22 +324,31 @@ class RecognitionService:
             lambda: self.galleries.search(gallery=gallery, vector=vector, top_k=top_k)
         )
         probe_q = face.quality.laplacian
-        decided = [
-            self.rule.decide(
-                c.similarity, probe_q, c.face_quality, far=far, threshold=threshold,
-                uncalibrated=face.found.alignment == "box",
-            )
-            for c in candidates
-        ]
+        box = face.found.alignment == "box"
+        # every candidate by the vectorised rule; the explanation only for the best, which
+        # decides (one pair at a time cost ~0.1 ms per candidate)
+        decided = self.rule.decide_many(
+            np.asarray([c.similarity for c in candidates]),
+            np.full(len(candidates), probe_q),
+            np.asarray([c.face_quality for c in candidates]),
+            far=far, threshold=threshold, uncalibrated=box,
+        )
         matches = [
             Match(
                 subject=c.subject, similarity=c.similarity, face=c.face,
-                face_quality=c.face_quality, threshold=d.threshold, decision=d.decision,
+                face_quality=c.face_quality, threshold=decided.threshold(i),
+                decision=decided.kind(i),
             )
-            for c, d in zip(candidates, decided, strict=True)
+            for i, c in enumerate(candidates)
         ]
         # open set: the best candidate decides (FNIR/FPIR are defined on the top score)
-        best = decided[0] if decided else None
+        best = None
+        if candidates:
+            top = candidates[0]
+            best = self.rule.decide(
+                top.similarity, probe_q, top.face_quality, far=far, threshold=threshold,
+                uncalibrated=box,
+            )
         outcome: Literal["match", "unknown", "undecidable"] = "unknown"
         if best is not None and best.decision != "no_match":
             outcome = best.decision

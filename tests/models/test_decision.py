@@ -104,18 +104,31 @@ def test_callers_threshold_overrides_bands_and_is_never_undecidable(rule: Decisi
     assert decision.band is not None
 
 
-def test_decide_many_matches_decide(rule: DecisionRule) -> None:
+@pytest.mark.parametrize("calibrated", [True, False])
+@pytest.mark.parametrize("threshold", [None, 0.6])
+def test_decide_many_matches_decide(
+    rule: DecisionRule, calibrated: bool, threshold: float | None
+) -> None:
+    """The vectorised rule (the service decides every candidate with it) gives each pair
+    the answer and threshold of the one-pair rule."""
+    if not calibrated:
+        rule = DecisionRule(_metadata(None), fallback_threshold=0.35)
     rng = np.random.default_rng(0)
     sims = rng.uniform(0.3, 1.0, 400)
     q1, q2 = rng.uniform(0.5, 10, 400), rng.uniform(0.5, 10, 400)
-    codes = rule.decide_many(sims, q1, q2, far="1e-3").codes
+    box = rng.uniform(size=400) < 0.1
+    batch = rule.decide_many(sims, q1, q2, far="1e-3", threshold=threshold, uncalibrated=box)
     names = {NO_MATCH: "no_match", MATCH: "match", UNDECIDABLE: "undecidable"}
     expected = [
-        rule.decide(s, a, b, far="1e-3").decision
-        for s, a, b in zip(sims, q1, q2, strict=True)
+        rule.decide(s, a, b, far="1e-3", threshold=threshold, uncalibrated=bool(u))
+        for s, a, b, u in zip(sims, q1, q2, box, strict=True)
     ]
-    assert [names[int(c)] for c in codes] == expected
-    assert set(expected) == {"match", "no_match", "undecidable"}
+    assert [names[int(c)] for c in batch.codes] == [d.decision for d in expected]
+    assert [batch.kind(i) for i in range(400)] == [d.decision for d in expected]
+    assert [batch.threshold(i) for i in range(400)] == [d.threshold for d in expected]
+    wanted = {"match", "no_match", "undecidable"} if calibrated and threshold is None else {
+        "match", "no_match"}
+    assert {d.decision for d in expected} == wanted
 
 
 def test_far_keys_are_normalised_and_unknown_ones_refused(rule: DecisionRule) -> None:
