@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from models.quality import laplacian, laplacian_score
 from models.quality_torch import (
@@ -95,6 +96,24 @@ def test_numpy_and_torch_agree_on_random_images(shape: tuple[int, ...]) -> None:
     q, var = torch_score(image)
     assert q == pytest.approx(expected.laplacian, rel=1e-4, abs=1e-9)
     assert var == pytest.approx(expected.laplacian_var, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "shape", [(112, 112, 3), (2, 2, 3), (1, 17, 3), (17, 1), (3, 5), (1, 1, 3)]
+)
+def test_shifted_sums_equal_scipy_mirror_convolution(shape: tuple[int, ...]) -> None:
+    """The shift-and-add Laplacian equals a plain 2-D convolution with scipy's
+    ``mirror`` borders (reflect-101), on non-integer pixels too; scipy repeats a side of
+    length 1 the same way."""
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    image = rng.uniform(0, 255, shape)
+    kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+    planes = image[..., None] if image.ndim == 2 else image
+    expected = np.stack(
+        [ndimage.convolve(planes[..., c], kernel, mode="mirror")
+         for c in range(planes.shape[-1])], axis=-1,
+    ).reshape(image.shape)
+    np.testing.assert_allclose(laplacian(image), expected, rtol=0, atol=1e-9)
 
 
 def test_float32_torch_batch_agrees_with_numpy() -> None:
