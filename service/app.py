@@ -33,6 +33,7 @@ from service.db import create_db_engine, create_session_factory
 from service.errors import ServiceError
 from service.galleries import GalleryService
 from service.index_sync import IndexSync, model_key
+from service.malloc import keep_buffers_on_heap
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.migrate import upgrade_database
 from service.recognition import RecognitionService
@@ -57,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Loads the model, migrates the database, loads or rebuilds the indexes."""
     settings: Settings = app.state.settings
     metrics_: ServiceMetrics = app.state.metrics
+    keep_buffers_on_heap(settings.malloc_mmap_threshold_mb)  # in every worker process
     if settings.auth_disabled:
         logger.warning(
             "LRFR_DEV_MODE is on and no API keys are set: EVERY CALLER IS AN ADMIN. "

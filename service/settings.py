@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         description="Let ONNX Runtime's idle threads busy-wait for work (faster only on "
         "cores nothing else needs; off, they leave the CPU to HTTP, decoding and search).",
     )
+    malloc_mmap_threshold_mb: int = Field(
+        default=4,
+        ge=0,
+        le=32,
+        description="glibc: blocks under this many MB come from reused heap pages, not "
+        "fresh mmaps (image-sized arrays of a request skip their page faults; each malloc "
+        "arena may keep up to 8x this of freed memory); 0: leave malloc as it is.",
+    )
     execution_providers: KeyList = Field(
         default_factory=list, description="ONNX Runtime providers; default CUDA if present, CPU."
     )
