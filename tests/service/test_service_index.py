@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.index import AnnPolicy, GalleryIndex, IndexFileError, IndexStore, ids_digest
+from service.index import (
+    AnnPolicy,
+    GalleryIndex,
+    IndexFileError,
+    IndexStore,
+    _calibrate_nprobe,
+    ids_digest,
+)
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
@@ -116,6 +123,36 @@ def test_ivf_reaches_its_recall_target_against_exact_search() -> None:
     exact = (queries @ vectors.T).argmax(axis=1)
     found = np.array([index.search(q, 1)[1][0] for q in queries])
     assert np.mean(found == ids[exact]) >= 0.9
+
+
+class _ListsNeeded:
+    """A stand-in IVF index that finds the exact neighbours once ``nprobe`` reaches
+    ``needed`` lists, and nothing before."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, needed: int) -> None:
+        self.nlist, self.nprobe = 128, 1
+        self.ids, self.vectors, self.needed, self.tried = ids, vectors, needed, []
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.tried.append(self.nprobe)
+        order = np.argsort(-(queries @ self.vectors.T), axis=1)[:, :k]
+        found = self.ids[order] if self.nprobe >= self.needed else np.full_like(order, -1)
+        return np.zeros(found.shape, np.float32), found
+
+
+@pytest.mark.parametrize(
+    ("needed", "chosen"), [(45, 48), (33, 40), (64, 64), (12, 12), (3, 4), (1, 1)]
+)
+def test_nprobe_is_refined_in_eighths_below_the_first_power_of_two(
+    needed: int, chosen: int
+) -> None:
+    rng = np.random.default_rng(3)
+    ids, vectors = np.arange(400, dtype=np.int64), _unit(rng, 400, 8)
+    ivf = _ListsNeeded(ids, vectors, needed)
+    policy = AnnPolicy(recall=0.99, calibration_queries=50)
+    nprobe, recall = _calibrate_nprobe(ivf, ids, vectors, policy)  # type: ignore[arg-type]
+    assert (nprobe, recall) == (chosen, 1.0)
+    assert max(ivf.tried) <= 2 * needed  # never past the first power of two that reaches it
 
 
 def test_ivf_removes_ids_and_round_trips(tmp_path: Path) -> None:
