@@ -214,13 +214,16 @@ def _command(protocol: EvalProtocol) -> Callable[..., None]:
 def _load_lfw(data: Path, own: dict[str, Any]) -> Any:
     from training.eval.datasets import load_lfw
 
-    return load_lfw(data, own["view"])  # --cross-resolution is a setting, not the data's
+    # --cross-resolution is a setting, not the data's
+    return load_lfw(data, own["view"], pairs_file=own["pairs_file"])
 
 
 def _load_lfw_identification(data: Path, own: dict[str, Any]) -> Any:
     from training.eval.datasets import load_lfw_identification
 
-    return load_lfw_identification(data) if own["identification"] else None
+    if not own["identification"]:
+        return None
+    return load_lfw_identification(data, people_file=own["people_file"])
 
 
 def _lfw_images(data: Path) -> Path:
@@ -253,8 +256,14 @@ register_protocol(EvalProtocol(
     faces=("lfw", "lfw (fixed deep-funneled crop), aligned, detect (the service's path: "
            "CenterFace + 5-point alignment on the raw photo) or box (the detector's box "
            "degraded to r px, mapped onto the template as the service maps face=box)."),
-    options=(_option("view", int, typer.Option(
-        2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt.")),),
+    options=(
+        _option("view", int, typer.Option(
+            2, help="2: pairs.txt (10 folds); 1: pairsDevTest.txt.")),
+        _option("pairs_file", str | None, typer.Option(
+            None, help="Pairs in the View 1 layout instead of --view: a file of the LFW "
+                       "folder or a path (e.g. runs/holdout/pairs-heldout.txt from "
+                       "python -m training.eval.holdout).")),
+    ),
     resolution_options=(
         _option("cross_resolution", bool, typer.Option(
             False, "--cross-resolution",
@@ -263,6 +272,10 @@ register_protocol(EvalProtocol(
             False, "--identification",
             help="Also identification on the peopleDevTest people: rank-1/rank-5 and "
                  "FNIR at FPIR 1e-2/1e-3 (docs/evaluation.md).")),
+        _option("people_file", str, typer.Option(
+            "peopleDevTest.txt", help="--identification on the people of this list (a file "
+                                      "of the LFW folder or a path, e.g. "
+                                      "runs/holdout/people-heldout.txt).")),
     ),
     face_root=_lfw_images,
     check=_check_view,
