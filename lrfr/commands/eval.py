@@ -51,10 +51,12 @@ LANDMARKS = typer.Option(
     None, help="5-point landmarks file (NAME x1 y1 ... x5 y5 per line): align by similarity."
 )
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+FLIP = typer.Option(False, "--flip", help="Test-time flip averaging: each embedding is the "
+                    "normalised sum of the face's and its mirror image's.")
 
 
 def _settings(resolutions: str, down: str, up: str, batch_size: int, workers: int,
-              progress: bool, cross: bool = False) -> Any:
+              progress: bool, cross: bool = False, flip: bool = False) -> Any:
     from training.eval.runner import EvalSettings, parse_resolutions
 
     for name, value in (("--down", down), ("--up", up)):
@@ -66,7 +68,7 @@ def _settings(resolutions: str, down: str, up: str, batch_size: int, workers: in
         raise typer.BadParameter(str(exc), param_hint="--resolutions") from exc
     return EvalSettings(
         resolutions=parsed, cross_resolution=cross, down=down, up=up,  # type: ignore[arg-type]
-        batch_size=batch_size, workers=workers, progress=progress,
+        batch_size=batch_size, workers=workers, progress=progress, flip=flip,
     )
 
 
@@ -174,6 +176,7 @@ _TRAILING = (
     ("landmarks", Path | None, LANDMARKS), ("limit", int | None, LIMIT), ("down", str, DOWN),
     ("up", str, UP), ("batch_size", int, BATCH), ("workers", int, WORKERS),
     ("device", str, DEVICE), ("threads", int | None, THREADS), ("progress", bool, PROGRESS),
+    ("flip", bool, FLIP),
 )
 
 
@@ -191,7 +194,8 @@ def _command(protocol: EvalProtocol) -> Callable[..., None]:
             model=v["model"], data=v["data"], out=v["out"], limit=v["limit"],
             device=v["device"], threads=v["threads"],
             settings=_settings(v["resolutions"], v["down"], v["up"], v["batch_size"],
-                               v["workers"], v["progress"], own.get("cross_resolution", False)),
+                               v["workers"], v["progress"], own.get("cross_resolution", False),
+                               v["flip"]),
             faces=_face_loader(v["faces"], v["landmarks"], protocol.face_root(v["data"])),
         )
 

@@ -93,6 +93,8 @@ class EvalSettings:
         progress: show progress bars.
         decisions: for pairs with known identities and a model artifact, also report the
             FAR and TAR that the service's decision rule realises (all impostor pairs).
+        flip: test-time flip averaging: each face's embedding is the normalised sum of
+            its own and its mirror image's (twice the network time).
     """
 
     resolutions: tuple[int | None, ...] = (112, 56, 28, 14, 7)
@@ -103,6 +105,7 @@ class EvalSettings:
     workers: int = 2
     progress: bool = True
     decisions: bool = True
+    flip: bool = False
 
 
 @dataclass
@@ -234,6 +237,12 @@ class EmbeddingStore:
                 batch_size=self.settings.batch_size, progress=self.settings.progress,
                 desc=f"embedding at {side or INPUT_SIZE} px",
             )
+            if self.settings.flip:
+                embeddings = _normalised(embeddings + embed_batched(
+                    self.model, _LazyPixels(self, side, missing, mirror=True),
+                    batch_size=self.settings.batch_size, progress=self.settings.progress,
+                    desc=f"embedding mirrored at {side or INPUT_SIZE} px",
+                ))
             if side not in self._embeddings:
                 self._embeddings[side] = np.zeros(
                     (len(self.faces), embeddings.shape[1]), dtype=np.float32
@@ -265,8 +274,11 @@ class EmbeddingStore:
 class _LazyPixels:
     """Degrades one batch at a time, so memory holds one batch of degraded pixels."""
 
-    def __init__(self, store: EmbeddingStore, side: int | None, indices: np.ndarray) -> None:
-        self.store, self.side, self.indices = store, side, indices
+    def __init__(
+        self, store: EmbeddingStore, side: int | None, indices: np.ndarray, *,
+        mirror: bool = False,
+    ) -> None:
+        self.store, self.side, self.indices, self.mirror = store, side, indices, mirror
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -274,9 +286,17 @@ class _LazyPixels:
     def __getitem__(self, item: slice) -> np.ndarray:
         indices = self.indices[item]
         pixels = self.store.pixels(self.side, indices)
+        if self.mirror:  # (N, H, W, 3): W reversed; q is the same (a symmetric kernel)
+            return np.ascontiguousarray(pixels[:, :, ::-1])
         # the decision rule needs q of exactly these pixels: score them while they exist
         self.store._qualities(self.side)[indices] = [laplacian_score(p).laplacian for p in pixels]
         return pixels
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows (no face found) stay zero."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
 def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:

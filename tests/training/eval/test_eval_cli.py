@@ -17,7 +17,7 @@ from training.degrade import degrade
 from training.eval.datasets import load_identity_folder, load_lfw
 from training.eval.embedding import TorchModuleModel, load_model
 from training.eval.metrics import interleaved_folds, kfold_accuracy
-from training.eval.runner import EvalSettings, evaluate, parse_resolutions
+from training.eval.runner import EmbeddingStore, EvalSettings, evaluate, parse_resolutions
 from training.faces import FaceLoader, crop_lfw_deepfunneled
 
 REPORT_FILES = ("results.json", "results.csv", "table.md", "accuracy_vs_resolution.png", "roc.png")
@@ -147,6 +147,31 @@ def test_runner_degrades_probes_only_and_caches(
     n_gallery, n_probes = len(protocol.gallery), len(protocol.probes)
     assert run.results["images_embedded"] == n_gallery + 3 * n_probes
     assert run.results["settings"]["resolutions"] == ["112", "28", "7", "28"]
+
+
+def test_flip_averages_each_face_with_its_mirror_image(pixel_model: Path) -> None:
+    model = load_model(pixel_model)
+    rng = np.random.default_rng(5)
+    faces = rng.integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    faces[5] = 0  # a face that was not found
+    failed = np.zeros(6, bool)
+    failed[5] = True
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    both = np.concatenate([faces, mirrored])
+    settings = EvalSettings(resolutions=(112, 14), progress=False, flip=True)
+    store = EmbeddingStore(model, both, settings, failed=np.concatenate([failed, failed]))
+    plain = EmbeddingStore(model, faces, EvalSettings(progress=False))
+    for side in (112, 14):
+        flipped = store.get(side, np.arange(12))
+        # a face and its mirror image get the same embedding; unit length; no face: zero
+        np.testing.assert_allclose(flipped[:6], flipped[6:], atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(flipped[:5], axis=1), 1.0, atol=1e-6)
+        assert not flipped[5].any() and not flipped[11].any()
+        own, mirror = plain.get(side, np.arange(5)), EmbeddingStore(
+            model, mirrored, EvalSettings(progress=False)).get(side, np.arange(5))
+        expected = (own + mirror) / np.linalg.norm(own + mirror, axis=1, keepdims=True)
+        np.testing.assert_allclose(flipped[:5], expected, atol=1e-6)
+    assert store.embedded == 24  # each face once per side; the mirror images beside them
 
 
 def test_torch_module_model_matches_numpy_normalisation() -> None:
