@@ -7,7 +7,9 @@
 #       --set data.people_file=$PWD/runs/holdout/people.txt
 # Then, per lever, one `lrfr eval lfw` on the held-out pairs (112/28/14/7 px, both degraded
 # and cross-resolution) and people (identification), and one compare table. Levers so far:
-# flip test-time averaging (--flip). ~5 minutes per evaluation on 2 cores.
+# flip test-time averaging (--flip); a student of the 7-14 px band
+# (training/configs/lfw_cpu_dlib_student_holdout_band7_14.yaml, evaluated when its run
+# exists). About a minute per evaluation on 2 cores.
 #   bash experiments/holdout_levers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,21 +18,28 @@ cd "$(dirname "$0")/.."
 LFW=${LFW:-../shared/data/lfw}
 SPLIT=$(realpath "${SPLIT:-runs/holdout}")
 STUDENT=${STUDENT:-runs/lfw-cpu-dlib-student-holdout/last.pt}
+BAND=${BAND:-runs/lfw-cpu-dlib-student-holdout-band7-14/last.pt}
 OUT=${OUT:-runs/holdout-levers}
 RESULTS=${RESULTS:-results/holdout-levers}
 mkdir -p "$OUT" "$RESULTS"
 
-evaluate() {  # $1: name, then extra options
-    local name=$1
-    shift
-    [ -f "$OUT/$name/results.json" ] || lrfr eval lfw --model "$STUDENT" --data "$LFW" \
+evaluate() {  # $1: name, $2: checkpoint, then extra options
+    local name=$1 model=$2
+    shift 2
+    [ -f "$OUT/$name/results.json" ] || lrfr eval lfw --model "$model" --data "$LFW" \
         --pairs-file "$SPLIT/pairs-heldout.txt" --resolutions 112,28,14,7 --cross-resolution \
         --identification --people-file "$SPLIT/people-heldout.txt" --out "$OUT/$name" \
         --no-progress "$@"
     cp "$OUT/$name/results.json" "$RESULTS/$name.json"
 }
-evaluate plain
-evaluate flip --flip
-lrfr eval compare "$OUT/plain/results.json" "$OUT/flip/results.json" \
-    --labels "student (held-out run),student + flip averaging" --out "$RESULTS/compare.md"
+evaluate plain "$STUDENT"
+evaluate flip "$STUDENT" --flip
+columns=("$OUT/plain/results.json" "$OUT/flip/results.json")
+labels="student (held-out run),student + flip averaging"
+if [ -f "$BAND" ]; then
+    evaluate band7-14 "$BAND"
+    columns+=("$OUT/band7-14/results.json")
+    labels="$labels,student of the 7-14 px band"
+fi
+lrfr eval compare "${columns[@]}" --labels "$labels" --out "$RESULTS/compare.md"
 cat "$RESULTS/compare.md"
