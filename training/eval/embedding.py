@@ -44,6 +44,25 @@ def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+class FlipAveraged:
+    """Test-time flip averaging around a model: the embedding of a face is the normalised
+    sum of the model's embeddings of it and of its mirror image (twice the network time)."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        self.model = model
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.model.input_size
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        mirrored = np.ascontiguousarray(pixels[:, :, ::-1])  # (N, H, W, 3): W reversed
+        return _l2_normalise(self.model.embed_pixels(pixels) + self.model.embed_pixels(mirrored))
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()  # results record the setting under settings.flip
+
+
 class OnnxModel:
     """An ONNX artifact (``model.onnx`` + ``model.json``) run by ONNX Runtime."""
 

@@ -35,7 +35,7 @@ from models.decision import DecisionRule
 from models.quality import laplacian_score
 from training.degrade import Interpolation, degrade, resampling
 from training.eval.decisions import realised_rates
-from training.eval.embedding import EmbeddingModel, embed_batched
+from training.eval.embedding import EmbeddingModel, FlipAveraged, embed_batched
 from training.eval.metrics import RocCurve
 from training.eval.protocols import (
     IdentificationProtocol,
@@ -191,7 +191,8 @@ class EmbeddingStore:
                 f"the model takes {model.input_size} inputs; evaluation feeds "
                 f"{INPUT_SIZE}x{INPUT_SIZE} crops"
             )
-        self.model = model
+        # flip averaging wraps the model: each batch is degraded (and scored) once
+        self.model = FlipAveraged(model) if settings.flip else model
         self.faces = faces
         self.boxes = boxes
         self.failed = np.zeros(len(faces), bool) if failed is None else np.asarray(failed, bool)
@@ -237,12 +238,6 @@ class EmbeddingStore:
                 batch_size=self.settings.batch_size, progress=self.settings.progress,
                 desc=f"embedding at {side or INPUT_SIZE} px",
             )
-            if self.settings.flip:
-                embeddings = _normalised(embeddings + embed_batched(
-                    self.model, _LazyPixels(self, side, missing, mirror=True),
-                    batch_size=self.settings.batch_size, progress=self.settings.progress,
-                    desc=f"embedding mirrored at {side or INPUT_SIZE} px",
-                ))
             if side not in self._embeddings:
                 self._embeddings[side] = np.zeros(
                     (len(self.faces), embeddings.shape[1]), dtype=np.float32
@@ -274,11 +269,8 @@ class EmbeddingStore:
 class _LazyPixels:
     """Degrades one batch at a time, so memory holds one batch of degraded pixels."""
 
-    def __init__(
-        self, store: EmbeddingStore, side: int | None, indices: np.ndarray, *,
-        mirror: bool = False,
-    ) -> None:
-        self.store, self.side, self.indices, self.mirror = store, side, indices, mirror
+    def __init__(self, store: EmbeddingStore, side: int | None, indices: np.ndarray) -> None:
+        self.store, self.side, self.indices = store, side, indices
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -286,17 +278,9 @@ class _LazyPixels:
     def __getitem__(self, item: slice) -> np.ndarray:
         indices = self.indices[item]
         pixels = self.store.pixels(self.side, indices)
-        if self.mirror:  # (N, H, W, 3): W reversed; q is the same (a symmetric kernel)
-            return np.ascontiguousarray(pixels[:, :, ::-1])
         # the decision rule needs q of exactly these pixels: score them while they exist
         self.store._qualities(self.side)[indices] = [laplacian_score(p).laplacian for p in pixels]
         return pixels
-
-
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; zero rows (no face found) stay zero."""
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
 def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:
