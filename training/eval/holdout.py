@@ -44,9 +44,11 @@ class HoldoutSplit:
         rng = random.Random(seed)
         several = [(name, n) for name, n in self.heldout if n >= 2]
         possible = sum(n * (n - 1) // 2 for _, n in several)
-        if count > possible or len(self.heldout) < 2:
-            raise ValueError(f"the held-out people give {possible} matched pairs, "
-                             f"{count} asked for")
+        images = sum(n for _, n in self.heldout)
+        across = (images**2 - sum(n * n for _, n in self.heldout)) // 2
+        if count > possible or count > across:  # the draws below could never finish
+            raise ValueError(f"the held-out people give {possible} matched and {across} "
+                             f"mismatched pairs, {count} of each asked for")
         matched: set[tuple[str, int, int]] = set()
         while len(matched) < count:
             name, n = rng.choice(several)

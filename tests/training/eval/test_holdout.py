@@ -13,7 +13,7 @@ from lrfr.cli import app
 from tests.support.training import fake_lfw
 from training.data.sources import LFWPeopleSource
 from training.eval.datasets import load_lfw, load_lfw_identification, parse_people_file
-from training.eval.holdout import split_people, write_split
+from training.eval.holdout import HoldoutSplit, split_people, write_split
 
 PEOPLE = 20
 
@@ -60,8 +60,12 @@ def test_pairs_are_distinct_and_only_of_heldout_people(tmp_path: Path) -> None:
     for a, i, b, j in mismatched:
         assert a != b and a in counts and b in counts
         assert 1 <= i <= counts[a] and 1 <= j <= counts[b]
-    with pytest.raises(ValueError, match="30 matched pairs"):
+    with pytest.raises(ValueError, match="30 matched and"):
         split.pairs(31)  # 5 people x C(4, 2) = 30
+    two = HoldoutSplit(training=[], heldout=[("A", 4), ("B", 1)])
+    with pytest.raises(ValueError, match="6 matched and 4 mismatched"):
+        two.pairs(5)  # only 4 x 1 pairs across the two people: refused, not an endless draw
+    assert len(two.pairs(4)[1]) == 4
 
 
 def test_written_files_feed_training_pairs_and_identification(tmp_path: Path) -> None:
@@ -79,7 +83,7 @@ def test_written_files_feed_training_pairs_and_identification(tmp_path: Path) ->
 
     pairs = load_lfw(tmp_path, 1, pairs_file=str(out / "pairs-heldout.txt"))
     assert pairs.name == "lfw-pairs-heldout" and pairs.pairs == 24 and pairs.labels.sum() == 12
-    assert set(pairs.identities) <= heldout_names
+    assert pairs.identities is not None and set(pairs.identities) <= heldout_names
 
     ident = load_lfw_identification(tmp_path, people_file=str(out / "people-heldout.txt"))
     assert {Path(p).parent.name for p in ident.images} <= heldout_names
