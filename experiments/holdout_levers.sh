@@ -9,7 +9,9 @@
 # and cross-resolution) and people (identification), and one compare table. Levers so far:
 # flip test-time averaging (--flip); a student of the 7-14 px band
 # (training/configs/lfw_cpu_dlib_student_holdout_band7_14.yaml, evaluated when its run
-# exists). About a minute per evaluation on 2 cores.
+# exists); Octuplet and DeriveNet with distillation and their control
+# (experiments/holdout_finetune.sh, each evaluated when its run exists). About a minute per
+# evaluation on 2 cores.
 #   bash experiments/holdout_levers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,5 +43,16 @@ if [ -f "$BAND" ]; then
     columns+=("$OUT/band7-14/results.json")
     labels="$labels,student of the 7-14 px band"
 fi
+# experiments/holdout_finetune.sh: the control and the fine-tunings with distillation
+for lever in more octuplet derivenet; do
+    run=runs/lfw-cpu-dlib-student-holdout-$lever/last.pt
+    [ -f "$run" ] || continue
+    evaluate "$lever" "$run"
+    columns+=("$OUT/$lever/results.json")
+    case $lever in
+        more) labels="$labels,student continued (control)" ;;
+        *) labels="$labels,student + $lever + distillation" ;;
+    esac
+done
 lrfr eval compare "${columns[@]}" --labels "$labels" --out "$RESULTS/compare.md"
 cat "$RESULTS/compare.md"

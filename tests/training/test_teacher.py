@@ -421,3 +421,69 @@ def test_teacher_cache_cli_describes_unlabelled_crops_as_training_loads_them(
     bad = CliRunner().invoke(app, ["teacher-cache", "--data", str(extra), "--kind", "unlabelled",
                                    "--manifest", "m.csv", "--out", str(out)])
     assert bad.exit_code == 2 and "m.csv" in bad.output
+
+
+@pytest.mark.parametrize("method", ["octuplet", "derivenet"])
+def test_fine_tuning_keeps_the_distillation_term_and_its_projection(
+    method: str, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    from training.engine import finetune
+    from training.objectives import build_objective
+    from training.setup import build_backbone
+
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+    distill = {"cache": str(tmp_path / "cache.npz"), "weight": 2.0}
+    trained = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / "base"),
+                                                         "max_steps": 3}), source=source)
+    start = torch.load(trained.checkpoint, weights_only=False)
+    config = tiny_config(
+        distill=distill,
+        engine={"out_dir": str(tmp_path / method), "max_steps": 4, "log_every": 1},
+        optim={"lr": 1e-3},
+        finetune={
+            "checkpoint": str(trained.checkpoint), "method": method,
+            "octuplet": {"identities": 3, "images_per_identity": 4, "r_min": 7, "r_max": 16},
+            "derivenet": {"pyramid": [8, 16], "decoder_hidden": 16},
+        },
+    )
+    # the projection continues the distilled run's, not distill.projection_init's
+    *_, checkpoint = build_backbone(config, trained.checkpoint)
+    objective = build_objective(method, config, source, 32)
+    assert objective.start_from(checkpoint)
+    torch.testing.assert_close(objective.projection.weight,
+                               start["head_state"]["distill.projection.weight"])
+    # both copies of a sample are pulled to its sharp image's descriptor: a student that
+    # outputs the teacher's descriptor in the sharp half and its negative in the degraded
+    # half scores cos 1 there and -1 here (projection: the first 32 teacher dimensions,
+    # the teacher's descriptors made to live in them)
+    objective.table = objective.table.clone()
+    objective.table[:, 32:] = 0
+    objective.projection.weight.data = torch.eye(TEACHER_DIM, 32)
+    index = torch.tensor([1, 2, 3, 4])  # all four have a descriptor (0 is skipped)
+    teacher = objective.table[index][:, :32]
+    batch = {
+        "input": torch.zeros(4, 3, 32, 32), "hr_input": torch.zeros(4, 3, 32, 32),
+        "label": torch.tensor([0, 0, 1, 1]), "index": index,
+        "degraded": torch.ones(4, dtype=torch.bool), "quality": torch.ones(4),
+        "hr_quality": torch.ones(4), "side": torch.full((4,), 8),
+    }
+
+    def student(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([teacher, -teacher]) + 0 * x.sum()
+
+    _, stats = objective(student, batch)
+    assert float(stats["distill_cos_hr"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(stats["distill_cos_lr"]) == pytest.approx(-1.0, abs=1e-5)
+    assert float(stats["distill_loss"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(stats["distill_coverage"]) == 1.0
+
+    result = finetune(config, source=source, record_losses=True)
+    state = torch.load(result.checkpoint, weights_only=False)
+    assert state["head_name"] == f"arcface+distill+{method}" and state["method"] == method
+    assert "distill.projection.weight" in state["head_state"]
+    records = [json.loads(line)
+               for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    assert all(np.isfinite(r["train/distill_loss"]) and np.isfinite(r["train/base_loss"])
+               for r in records)

@@ -106,10 +106,8 @@ class DistillObjective(Objective):
         loss, stats = self.base(recorder, batch)
         if not recorder.outputs:
             raise RuntimeError(f"objective {self.base.name!r} did not call the backbone")
-        embeddings = recorder.outputs[0]  # the first pass is over batch["input"]
-        index = batch["index"]
-        if embeddings.shape[0] != index.shape[0]:
-            raise RuntimeError("distillation needs one backbone pass over the batch's input")
+        embeddings = recorder.outputs[0]
+        index, degraded = _rows_of_first_pass(batch, embeddings.shape[0], self.needs_hr)
         if self.table.device != index.device:
             self.table, self.found = self.table.to(index.device), self.found.to(index.device)
         teacher = self.table[index]
@@ -122,7 +120,6 @@ class DistillObjective(Objective):
             stats["distill_loss"] = distill.detach()
             stats["distill_coverage"] = mask.float().mean()
             cosine = 1.0 - per_sample.detach()
-            degraded = batch["degraded"]
             for part, chosen in (("hr", mask & ~degraded), ("lr", mask & degraded)):
                 weights = chosen.float()
                 stats[f"distill_cos_{part}"] = (cosine * weights).sum() / weights.sum().clamp_min(1)
@@ -151,10 +148,43 @@ class DistillObjective(Objective):
         )
 
     def start_from(self, start: Checkpoint) -> bool:
-        return self.base.start_from(start)
+        """The base starts as it would alone; the projection continues the starting
+        checkpoint's when that was a distilled run with the same shapes (else it keeps
+        ``distill.projection_init``)."""
+        prefix = f"{DISTILL_PREFIX}projection."
+        state = {k[len(prefix):]: v for k, v in (start.get("head_state") or {}).items()
+                 if k.startswith(prefix)}
+        own = self.projection.state_dict()
+        projected = bool(state) and state.keys() == own.keys() and all(
+            state[k].shape == own[k].shape for k in own
+        )
+        if projected:
+            self.projection.load_state_dict(state)
+            logger.info("distillation projection continues the starting checkpoint's")
+        return self.base.start_from(start) or projected
 
     def recorded_name(self, start: Checkpoint | None) -> str:
-        return self.name
+        """The base's name with ``+distill`` unless its lineage already says so
+        (``approach2+distill``, fine-tuned: ``approach2+distill+octuplet``)."""
+        name = self.base.recorded_name(start)
+        return name if "distill" in name.split("+") else f"{name}+distill"
+
+
+def _rows_of_first_pass(
+    batch: Batch, rows: int, needs_hr: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples (``index``) and ``degraded`` flags of the base objective's first
+    backbone pass: ``batch["input"]``, or ``[hr_input; input]`` (2B rows) for the
+    fine-tuning objectives that embed both copies in one pass (Octuplet, DeriveNet)."""
+    index, degraded = batch["index"], batch["degraded"]
+    if rows == index.shape[0]:
+        return index, degraded
+    if needs_hr and rows == 2 * index.shape[0]:
+        return torch.cat([index, index]), torch.cat([torch.zeros_like(degraded), degraded])
+    raise RuntimeError(
+        f"distillation needs the first backbone pass over the batch's input "
+        f"({index.shape[0]} rows{', or [hr_input; input]' if needs_hr else ''}), got {rows}"
+    )
 
 
 def _class_mean_descriptors(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.registry import Registry, lookup_key
-from training.config import ConfigError
+from models.registry import Registry
 from training.objectives.base import Objective, ObjectiveBuilder
 from training.objectives.distill import build_distillation
 
@@ -33,10 +32,9 @@ def build_objective(
     name: str, config: TrainConfig, source: FaceSource, embedding_size: int
 ) -> Objective:
     """The objective ``name`` of a run over ``source``, wrapped with ``config.distill``
-    when the config has it (beside the margin head only)."""
+    when the config has it (beside a margin head, or a fine-tuning objective that keeps
+    the student in its teacher's space)."""
     objective = create_objective(name, config, source.num_classes, embedding_size)
     if config.distill is None:
         return objective
-    if lookup_key(name) != "margin":
-        raise ConfigError("distill works beside the margin head (lrfr train) only")
     return build_distillation(objective, config, source, embedding_size)
