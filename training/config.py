@@ -39,6 +39,8 @@ from pydantic import (
     model_validator,
 )
 
+from training.degrade import CameraEffects
+
 
 class ConfigError(ValueError):
     """A configuration file is malformed, names an unknown key or has a wrongly typed value."""
@@ -168,6 +170,9 @@ class CrossResConfig(_Section):
         sides: alternatively, a discrete set to draw r from (overrides r_min/r_max).
         down: reduction kernel (antialiased), ``bicubic`` or ``area``.
         up: enlargement kernel back to 112.
+        camera: camera effects on the degraded samples' small images (blur, noise, tone
+            curve, JPEG; :class:`training.degrade.CameraEffects`, its fields as keys, ``{}``
+            for its defaults); ``None``: the resize alone.
     """
 
     fraction: Number = 0.5
@@ -176,6 +181,7 @@ class CrossResConfig(_Section):
     sides: list[StrictInt] | None = None
     down: Literal["bicubic", "area", "bilinear", "lanczos"] = "bicubic"
     up: Literal["bicubic", "bilinear", "lanczos"] = "bicubic"
+    camera: CameraEffects | None = None
 
 
 class ModelConfig(_Section):

@@ -209,7 +209,7 @@ def setup_run(
             colour_jitter=c.data.colour_jitter,
         ),
         input_size=input_size, down=c.crossres.down, up=c.crossres.up,
-        return_hr=objective.needs_hr,
+        camera=c.crossres.camera, return_hr=objective.needs_hr,
     )
     loader = make_loader(
         dataset, sampler, num_workers=c.data.num_workers,

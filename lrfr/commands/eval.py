@@ -53,10 +53,15 @@ LANDMARKS = typer.Option(
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 FLIP = typer.Option(False, "--flip", help="Test-time flip averaging: each embedding is the "
                     "normalised sum of the face's and its mirror image's.")
+CAMERA = typer.Option(False, "--camera", help="Camera effects on every degraded face (blur, "
+                      "sensor noise, gamma, JPEG: training.degrade.CameraEffects' defaults), "
+                      "seeded per image and side: repeatable.")
 
 
 def _settings(resolutions: str, down: str, up: str, batch_size: int, workers: int,
-              progress: bool, cross: bool = False, flip: bool = False) -> Any:
+              progress: bool, cross: bool = False, flip: bool = False,
+              camera: bool = False) -> Any:
+    from training.degrade import CameraEffects
     from training.eval.runner import EvalSettings, parse_resolutions
 
     for name, value in (("--down", down), ("--up", up)):
@@ -69,6 +74,7 @@ def _settings(resolutions: str, down: str, up: str, batch_size: int, workers: in
     return EvalSettings(
         resolutions=parsed, cross_resolution=cross, down=down, up=up,  # type: ignore[arg-type]
         batch_size=batch_size, workers=workers, progress=progress, flip=flip,
+        camera=CameraEffects() if camera else None,
     )
 
 
@@ -176,7 +182,7 @@ _TRAILING = (
     ("landmarks", Path | None, LANDMARKS), ("limit", int | None, LIMIT), ("down", str, DOWN),
     ("up", str, UP), ("batch_size", int, BATCH), ("workers", int, WORKERS),
     ("device", str, DEVICE), ("threads", int | None, THREADS), ("progress", bool, PROGRESS),
-    ("flip", bool, FLIP),
+    ("flip", bool, FLIP), ("camera", bool, CAMERA),
 )
 
 
@@ -195,7 +201,7 @@ def _command(protocol: EvalProtocol) -> Callable[..., None]:
             device=v["device"], threads=v["threads"],
             settings=_settings(v["resolutions"], v["down"], v["up"], v["batch_size"],
                                v["workers"], v["progress"], own.get("cross_resolution", False),
-                               v["flip"]),
+                               v["flip"], v["camera"]),
             faces=_face_loader(v["faces"], v["landmarks"], protocol.face_root(v["data"])),
         )
 

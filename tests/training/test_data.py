@@ -24,7 +24,7 @@ from training.data import (
     make_loader,
     parse_people_file,
 )
-from training.degrade import degrade
+from training.degrade import CameraEffects, degrade
 
 
 @pytest.mark.parametrize(("fraction", "batch", "expected"), [(0.5, 16, 8), (0.25, 12, 3),
@@ -99,6 +99,18 @@ def test_dataset_applies_the_plan_and_reports_r() -> None:
     torch.testing.assert_close(low["hr"], sharp["image"])
     q = laplacian_quality_torch(torch.stack([sharp["image"], low["image"]]).float())
     assert q[1] < 0.5 * q[0]  # the degraded copy is much blurrier
+
+
+def test_dataset_adds_camera_effects_to_the_degraded_samples_only() -> None:
+    camera = CameraEffects(effect_probability=1.0)
+    dataset = FaceDataset(SyntheticSource(), augment=None, camera=camera)
+    plain = FaceDataset(SyntheticSource(), augment=None)
+    torch.testing.assert_close(dataset[SampleKey(3, 0, 7)]["image"],
+                               plain[SampleKey(3, 0, 7)]["image"])  # sharp: untouched
+    low = dataset[SampleKey(3, 14, 7)]["image"]
+    torch.testing.assert_close(low, dataset[SampleKey(3, 14, 7)]["image"])  # seeded
+    assert not torch.equal(low, plain[SampleKey(3, 14, 7)]["image"])
+    assert not torch.equal(low, dataset[SampleKey(3, 14, 8)]["image"])  # another draw
 
 
 def test_dataset_resizes_to_the_network_input() -> None:

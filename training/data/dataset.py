@@ -20,7 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 from training.data.augment import Augment
 from training.data.samplers import SampleKey
 from training.data.sources import FaceSource
-from training.degrade import degrade
+from training.degrade import CameraEffects, degrade
+
+#: The stream of a sample's seed that draws its camera effects (augmentation uses the seed).
+_CAMERA_STREAM = 1
 
 
 def _to_input(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -44,6 +47,7 @@ class FaceDataset(Dataset):
             degradation, as ``models.embedder`` resizes images for the artifact.
         down: reduction kernel of the degradation.
         up: enlargement kernel of the degradation.
+        camera: camera effects on the degraded samples (drawn from the sample's seed).
         return_hr: also return the undegraded copy under ``"hr"``.
     """
 
@@ -55,6 +59,7 @@ class FaceDataset(Dataset):
         input_size: int = 112,
         down: str = "bicubic",
         up: str = "bicubic",
+        camera: CameraEffects | None = None,
         return_hr: bool = False,
     ) -> None:
         self.source = source
@@ -62,6 +67,7 @@ class FaceDataset(Dataset):
         self.input_size = input_size
         self.down = down
         self.up = up
+        self.camera = camera
         self.return_hr = return_hr
 
     def __len__(self) -> int:
@@ -77,7 +83,11 @@ class FaceDataset(Dataset):
         native = pixels.shape[0]
         degraded = 0 < side < max(pixels.shape[:2])
         low = (
-            degrade(pixels, side, down=self.down, up=self.up)  # type: ignore[arg-type]
+            degrade(
+                pixels, side, down=self.down, up=self.up,  # type: ignore[arg-type]
+                camera=self.camera,
+                rng=np.random.default_rng((seed, _CAMERA_STREAM)) if self.camera else None,
+            )
             if degraded
             else pixels
         )

@@ -186,12 +186,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         else f"{results.get('probes')} probes, {results.get('gallery')} gallery images"
     )
     limit = f", limited to {results['limit']}" if results.get("limit") else ""
+    camera = " with camera effects" if results["settings"].get("camera") else ""
     lines = [
         f"## {title} ({results['protocol']}): {model.get('name', '?')} "
         f"{model.get('version') or ''}".rstrip(),
         "",
         f"{count}{limit}; degradation {results['settings']['down']} down / "
-        f"{results['settings']['up']} up; faces: {results['settings']['face_mode']}.",
+        f"{results['settings']['up']} up{camera}; faces: {results['settings']['face_mode']}.",
         "",
     ]
     if results.get("kind") == "verification":

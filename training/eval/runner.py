@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from models.alignment import align_face
 from models.decision import DecisionRule
 from models.quality import laplacian_score
-from training.degrade import Interpolation, degrade, resampling
+from training.degrade import CameraEffects, Interpolation, degrade, resampling
 from training.eval.decisions import realised_rates
 from training.eval.embedding import EmbeddingModel, FlipAveraged, embed_batched
 from training.eval.metrics import RocCurve
@@ -95,6 +95,8 @@ class EvalSettings:
             FAR and TAR that the service's decision rule realises (all impostor pairs).
         flip: test-time flip averaging: each face's embedding is the normalised sum of
             its own and its mirror image's (twice the network time).
+        camera: camera effects on every degraded face (``None``: the resize alone),
+            drawn from a generator seeded by the image and the side, so a run repeats.
     """
 
     resolutions: tuple[int | None, ...] = (112, 56, 28, 14, 7)
@@ -106,6 +108,7 @@ class EvalSettings:
     progress: bool = True
     decisions: bool = True
     flip: bool = False
+    camera: CameraEffects | None = None
 
 
 @dataclass
@@ -215,7 +218,11 @@ class EmbeddingStore:
         if side is None:
             return crops
         s = self.settings
-        return np.stack([degrade(c, side, down=s.down, up=s.up) for c in crops])
+        return np.stack([
+            degrade(c, side, down=s.down, up=s.up, camera=s.camera,
+                    rng=np.random.default_rng((int(i), side)) if s.camera else None)
+            for i, c in zip(indices, crops, strict=True)
+        ])
 
     def _box_pixels(self, box: np.ndarray, side: int | None) -> np.ndarray:
         """A detector's box crop as sent by a camera whose face is ``side`` px wide,
@@ -454,6 +461,7 @@ def evaluate(
             **{k: v for k, v in asdict(settings).items() if k not in ("progress", "workers")},
             "resolutions": [resolution_key(r) for r in settings.resolutions],
             "face_mode": loader.mode,
+            "camera": settings.camera.model_dump() if settings.camera else None,
         },
         "timing_s": {
             "load": round(loaded - started, 3),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 
 from lrfr.cli import app
 from models.embedder import OnnxEmbedder
-from training.degrade import degrade
+from training.degrade import CameraEffects, degrade
 from training.eval.datasets import load_identity_folder, load_lfw
 from training.eval.embedding import TorchModuleModel, load_model
 from training.eval.metrics import interleaved_folds, kfold_accuracy
@@ -172,6 +172,33 @@ def test_flip_averages_each_face_with_its_mirror_image(pixel_model: Path) -> Non
         expected = (own + mirror) / np.linalg.norm(own + mirror, axis=1, keepdims=True)
         np.testing.assert_allclose(flipped[:5], expected, atol=1e-6)
     assert store.embedded == 24  # each face once per side; the mirror images beside them
+
+
+def test_eval_camera_option_is_recorded(pixel_model: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, extra in (("plain", ()), ("camera", ("--camera",))):
+        _invoke("lfw", "--model", str(pixel_model), "--data", str(lfw_dir), "--out",
+                str(tmp_path / name), "--limit", "20", "--resolutions", "14", *extra)
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["plain"]["settings"]["camera"] is None
+    assert runs["camera"]["settings"]["camera"] == CameraEffects().model_dump(mode="json")
+    assert "with camera effects" in (tmp_path / "camera" / "table.md").read_text()
+    assert runs["camera"]["resolutions"]["14"] != runs["plain"]["resolutions"]["14"]
+
+
+def test_camera_effects_in_evaluation_are_repeatable_per_image(pixel_model: Path) -> None:
+    model = load_model(pixel_model)
+    faces = np.random.default_rng(6).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    settings = EvalSettings(resolutions=(112, 14), progress=False, camera=CameraEffects())
+    store = EmbeddingStore(model, faces, settings)
+    every = np.arange(4)
+    camera = store.pixels(14, every)
+    np.testing.assert_array_equal(camera, store.pixels(14, every))
+    np.testing.assert_array_equal(camera[2:], store.pixels(14, every[2:]))  # per image
+    expected = [degrade(f, 14, camera=CameraEffects(), rng=np.random.default_rng((i, 14)))
+                for i, f in enumerate(faces)]
+    np.testing.assert_array_equal(camera, np.stack(expected))
+    np.testing.assert_array_equal(store.pixels(112, every), faces)  # sharp: untouched
 
 
 def test_torch_module_model_matches_numpy_normalisation() -> None:
