@@ -7,30 +7,15 @@
 #   bash experiments/holdout_camera.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck disable=SC1091
-[ -f .venv/bin/activate ] && . .venv/bin/activate
-LFW=${LFW:-../shared/data/lfw}
-SPLIT=$(realpath "${SPLIT:-runs/holdout}")
-BASELINE=${STUDENT:-runs/lfw-cpu-dlib-student-holdout/last.pt}
+# shellcheck source=experiments/holdout_common.sh
+. experiments/holdout_common.sh
 CAMERA=runs/lfw-cpu-dlib-student-holdout-camera/last.pt
-OUT=${OUT:-runs/holdout-levers}
-RESULTS=${RESULTS:-results/holdout-levers}
-mkdir -p "$OUT" "$RESULTS"
 lrfr train --config training/configs/lfw_cpu_dlib_student_holdout_camera.yaml \
     --set "data.people_file=$SPLIT/people.txt" --resume auto
 
-evaluate() {  # $1: name, $2: checkpoint, then extra options
-    local name=$1 model=$2
-    shift 2
-    [ -f "$OUT/$name/results.json" ] || lrfr eval lfw --model "$model" --data "$LFW" \
-        --pairs-file "$SPLIT/pairs-heldout.txt" --resolutions 112,28,14,7 --cross-resolution \
-        --identification --people-file "$SPLIT/people-heldout.txt" --out "$OUT/$name" \
-        --no-progress "$@"
-    cp "$OUT/$name/results.json" "$RESULTS/$name.json"
-}
-evaluate plain "$BASELINE"
+evaluate plain "$STUDENT"
 evaluate camera-student "$CAMERA"
-evaluate plain-camera-probes "$BASELINE" --camera
+evaluate plain-camera-probes "$STUDENT" --camera
 evaluate camera-student-camera-probes "$CAMERA" --camera
 lrfr eval compare "$OUT/plain/results.json" "$OUT/camera-student/results.json" \
     "$OUT/plain-camera-probes/results.json" "$OUT/camera-student-camera-probes/results.json" \

@@ -15,25 +15,10 @@
 #   bash experiments/holdout_levers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck disable=SC1091
-[ -f .venv/bin/activate ] && . .venv/bin/activate
-LFW=${LFW:-../shared/data/lfw}
-SPLIT=$(realpath "${SPLIT:-runs/holdout}")
-STUDENT=${STUDENT:-runs/lfw-cpu-dlib-student-holdout/last.pt}
+# shellcheck source=experiments/holdout_common.sh
+. experiments/holdout_common.sh
 BAND=${BAND:-runs/lfw-cpu-dlib-student-holdout-band7-14/last.pt}
-OUT=${OUT:-runs/holdout-levers}
-RESULTS=${RESULTS:-results/holdout-levers}
-mkdir -p "$OUT" "$RESULTS"
 
-evaluate() {  # $1: name, $2: checkpoint, then extra options
-    local name=$1 model=$2
-    shift 2
-    [ -f "$OUT/$name/results.json" ] || lrfr eval lfw --model "$model" --data "$LFW" \
-        --pairs-file "$SPLIT/pairs-heldout.txt" --resolutions 112,28,14,7 --cross-resolution \
-        --identification --people-file "$SPLIT/people-heldout.txt" --out "$OUT/$name" \
-        --no-progress "$@"
-    cp "$OUT/$name/results.json" "$RESULTS/$name.json"
-}
 evaluate plain "$STUDENT"
 evaluate flip "$STUDENT" --flip
 columns=("$OUT/plain/results.json" "$OUT/flip/results.json")
