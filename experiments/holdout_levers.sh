@@ -10,7 +10,8 @@
 # flip test-time averaging (--flip); a student of the 7-14 px band
 # (training/configs/lfw_cpu_dlib_student_holdout_band7_14.yaml, evaluated when its run
 # exists); Octuplet and DeriveNet with distillation and their control
-# (experiments/holdout_finetune.sh, each evaluated when its run exists). About a minute per
+# (experiments/holdout_finetune.sh); camera effects and feature hints in training
+# (experiments/holdout_train.sh); each evaluated when its run exists. About a minute per
 # evaluation on 2 cores.
 #   bash experiments/holdout_levers.sh
 set -euo pipefail
@@ -28,14 +29,17 @@ if [ -f "$BAND" ]; then
     columns+=("$OUT/band7-14/results.json")
     labels="$labels,student of the 7-14 px band"
 fi
-# experiments/holdout_finetune.sh: the control and the fine-tunings with distillation
-for lever in more octuplet derivenet; do
+# holdout_finetune.sh: the fine-tunings with distillation and their control;
+# holdout_train.sh: recipes of their own
+for lever in more octuplet derivenet camera hints; do
     run=runs/lfw-cpu-dlib-student-holdout-$lever/last.pt
     [ -f "$run" ] || continue
     evaluate "$lever" "$run"
     columns+=("$OUT/$lever/results.json")
     case $lever in
         more) labels="$labels,student continued (control)" ;;
+        camera) labels="$labels,student trained with camera effects" ;;
+        hints) labels="$labels,student with feature hints" ;;
         *) labels="$labels,student + $lever + distillation" ;;
     esac
 done

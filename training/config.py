@@ -395,6 +395,23 @@ class FinetuneConfig(_Section):
     derivenet: Section[DeriveNetConfig] = Field(default_factory=DeriveNetConfig)
 
 
+class HintsConfig(_Section):
+    """Feature-map hints beside the descriptor distillation (``training.objectives.hints``).
+
+    Attributes:
+        layers: submodules of the backbone whose maps of a degraded face are pulled to the
+            teacher's maps of the sharp face (dlib-resnet29: ``units.0`` .. ``units.13``;
+            the ends of its stages are units 2, 6, 9, 12 and 13).
+        weight: the weight of the mean relative squared error of the maps.
+        teacher: the teacher's weights for the student's architecture: ``dlib``, a
+            weights file, or a training checkpoint (``.pt``) of the same backbone.
+    """
+
+    layers: list[StrictStr] = Field(default_factory=lambda: ["units.9", "units.12"])
+    weight: Number = 1.0
+    teacher: StrictStr = "dlib"
+
+
 class DistillConfig(_Section):
     """Distillation from a teacher's descriptors of the sharp images (``training.teacher``).
 
@@ -419,6 +436,8 @@ class DistillConfig(_Section):
             student that starts from the teacher needs the head as a light regulariser:
             the teacher's descriptors fill a narrow cone, where a margin of 0.35 rad
             at s = 32 gives a loss of ~11 that would spread them apart).
+        hints: feature-map hints from a frozen teacher network (:class:`HintsConfig`);
+            ``None``: the descriptors alone.
     """
 
     cache: StrictStr = ""
@@ -427,6 +446,7 @@ class DistillConfig(_Section):
     projection_init: Literal["random", "identity"] = "random"
     init_centres: StrictBool = False
     base_weight: Number = 1.0
+    hints: HintsConfig | None = None
 
 
 class TrainConfig(_Section):

@@ -197,7 +197,7 @@ def setup_run(
     backbone, backbone_name, backbone_kwargs, start = build_backbone(c, init_checkpoint)
     embedding_size = int(backbone_kwargs.get("embedding_size", c.model.embedding_size))
     input_size = int(backbone_kwargs.get("input_size", c.model.input_size))
-    objective = build_objective(method, c, source, embedding_size)
+    objective = build_objective(method, c, source, embedding_size, backbone)
     if start is not None:
         objective.start_from(start)
     sampler = objective.sampler(source, c, rank=ctx.rank, world_size=ctx.world_size)

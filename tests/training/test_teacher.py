@@ -487,3 +487,77 @@ def test_fine_tuning_keeps_the_distillation_term_and_its_projection(
     assert len(records) == 4
     assert all(np.isfinite(r["train/distill_loss"]) and np.isfinite(r["train/base_loss"])
                for r in records)
+
+
+# --------------------------------------------------------------------------- feature hints
+
+
+def test_relative_hint_error_and_recorded_maps() -> None:
+    from training.objectives.hints import recorded, relative_hint_error
+
+    teacher = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    student = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    torch.testing.assert_close(relative_hint_error(student, teacher), torch.tensor([0.0, 2.0]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        relative_hint_error(student[:, :1], teacher)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    x = torch.randn(4, 2)
+    with recorded(net, ["0", "2"]) as maps:
+        out = net(x)
+        net(x + 1)  # a second pass: the first one's maps are kept
+    torch.testing.assert_close(maps["0"], net[0](x))
+    torch.testing.assert_close(maps["2"], out)
+    assert not net[0]._forward_hooks  # the hooks are gone with the context
+
+
+def test_feature_hints_pull_the_degraded_maps_to_the_teachers_sharp_ones(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+    distill = {"cache": str(tmp_path / "cache.npz"), "weight": 1.0}
+    teacher = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / "teacher"),
+                                                         "max_steps": 2}), source=source)
+    teacher_state = torch.load(teacher.checkpoint, weights_only=False)["backbone_state"]
+    config = tiny_config(
+        model={"init_weights": str(teacher.checkpoint)},
+        distill={**distill, "hints": {"layers": ["body.1", "body.3"], "weight": 5.0,
+                                      "teacher": str(teacher.checkpoint)}},
+        crossres={"fraction": 0.5, "r_min": 6, "r_max": 10},
+        engine={"out_dir": str(tmp_path / "student"), "max_steps": 12, "log_every": 1},
+    )
+    from training.objectives import build_objective
+    from training.setup import build_backbone
+
+    backbone, *_ = build_backbone(config, None)
+    objective = build_objective("margin", config, source, 32, backbone)
+    assert objective.needs_hr  # the hints' teacher sees the sharp copies
+    hints = objective.hints
+    assert hints is not None and hints.layers == ("body.1", "body.3")
+    assert not any(p.requires_grad for p in hints.teacher.parameters())
+    assert all(not name.startswith("hints") for name in objective.state_dict())
+
+    train(config, source=source)
+    records = [json.loads(line) for line in
+               (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/hint_loss"] for r in records]
+    assert len(losses) == 12 and all(np.isfinite(losses)) and losses[0] > 0
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    # the teacher is a fresh copy every run: its checkpoint is untouched
+    again = torch.load(teacher.checkpoint, weights_only=False)["backbone_state"]
+    assert all(torch.equal(v, again[k]) for k, v in teacher_state.items())
+    assert not any("hint" in k for k in torch.load(tmp_path / "student" / "last.pt",
+                                                   weights_only=False)["head_state"])
+
+
+def test_feature_hints_name_a_missing_layer(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+    trained = train(tiny_config(engine={"out_dir": str(tmp_path / "t"), "max_steps": 1}),
+                    source=source)
+    config = tiny_config(distill={"cache": str(tmp_path / "cache.npz"), "hints": {
+        "layers": ["units.9"], "teacher": str(trained.checkpoint)}})
+    with pytest.raises(AttributeError, match="units"):
+        train(config, source=source)

@@ -19,6 +19,7 @@ from training.config import ConfigError
 from training.data import FaceSource, MixedSource
 from training.data.sources import UNLABELLED
 from training.objectives.base import Batch, Objective, Stats
+from training.objectives.hints import FeatureHints, hint_teacher, recorded
 from training.teacher import TeacherCache, lookup_table
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class DistillObjective(Objective):
         embedding_size: D.
         weight: λ.
         base_weight: factor on the base objective's loss.
+        hints: feature-map hints from a frozen teacher network (``None``: none).
+        hint_weight: the hints' weight.
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class DistillObjective(Objective):
         embedding_size: int,
         weight: float = 1.0,
         base_weight: float = 1.0,
+        hints: FeatureHints | None = None,
+        hint_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if table.ndim != 2 or table.shape[0] != found.shape[0]:
@@ -95,7 +100,10 @@ class DistillObjective(Objective):
         self.weight = float(weight)
         self.base_weight = float(base_weight)
         self.name = f"{base.name}+distill"
-        self.needs_hr = base.needs_hr  # type: ignore[misc]
+        self.hints = hints
+        self.hint_weight = float(hint_weight)
+        # the hints' teacher sees the sharp copies
+        self.needs_hr = base.needs_hr or hints is not None  # type: ignore[misc]
         # plain attributes, not buffers: DDP would broadcast them every step, and the
         # checkpoint need not carry them (the cache file does)
         self.table = table.float()
@@ -103,11 +111,13 @@ class DistillObjective(Objective):
 
     def forward(self, backbone: nn.Module, batch: Batch) -> tuple[torch.Tensor, Stats]:
         recorder = _Recorder(backbone)
-        loss, stats = self.base(recorder, batch)
+        with recorded(backbone, self.hints.layers if self.hints else ()) as student_maps:
+            loss, stats = self.base(recorder, batch)
         if not recorder.outputs:
             raise RuntimeError(f"objective {self.base.name!r} did not call the backbone")
         embeddings = recorder.outputs[0]
-        index, degraded = _rows_of_first_pass(batch, embeddings.shape[0], self.needs_hr)
+        rows, degraded = _rows_of_first_pass(batch, embeddings.shape[0], self.base.needs_hr)
+        index = batch["index"][rows]
         if self.table.device != index.device:
             self.table, self.found = self.table.to(index.device), self.found.to(index.device)
         teacher = self.table[index]
@@ -123,7 +133,13 @@ class DistillObjective(Objective):
             for part, chosen in (("hr", mask & ~degraded), ("lr", mask & degraded)):
                 weights = chosen.float()
                 stats[f"distill_cos_{part}"] = (cosine * weights).sum() / weights.sum().clamp_min(1)
-        return self.base_weight * loss + self.weight * distill, stats
+        total = self.base_weight * loss + self.weight * distill
+        if self.hints is not None:
+            hint, _ = self.hints.loss(student_maps, self.hints.teacher_maps(batch["hr_input"]),
+                                      rows)
+            stats["hint_loss"] = hint.detach()
+            total = total + self.hint_weight * hint
+        return total, stats
 
     def sampler(
         self, source: FaceSource, config: TrainConfig, *, rank: int, world_size: int
@@ -173,17 +189,19 @@ class DistillObjective(Objective):
 def _rows_of_first_pass(
     batch: Batch, rows: int, needs_hr: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The samples (``index``) and ``degraded`` flags of the base objective's first
-    backbone pass: ``batch["input"]``, or ``[hr_input; input]`` (2B rows) for the
-    fine-tuning objectives that embed both copies in one pass (Octuplet, DeriveNet)."""
-    index, degraded = batch["index"], batch["degraded"]
-    if rows == index.shape[0]:
-        return index, degraded
-    if needs_hr and rows == 2 * index.shape[0]:
-        return torch.cat([index, index]), torch.cat([torch.zeros_like(degraded), degraded])
+    """The batch positions and ``degraded`` flags of the base objective's first backbone
+    pass: ``batch["input"]``, or ``[hr_input; input]`` (2B rows) for the fine-tuning
+    objectives that embed both copies in one pass (Octuplet, DeriveNet)."""
+    degraded = batch["degraded"]
+    positions = torch.arange(degraded.shape[0], device=degraded.device)
+    if rows == degraded.shape[0]:
+        return positions, degraded
+    if needs_hr and rows == 2 * degraded.shape[0]:
+        return torch.cat([positions, positions]), torch.cat([torch.zeros_like(degraded),
+                                                             degraded])
     raise RuntimeError(
         f"distillation needs the first backbone pass over the batch's input "
-        f"({index.shape[0]} rows{', or [hr_input; input]' if needs_hr else ''}), got {rows}"
+        f"({degraded.shape[0]} rows{', or [hr_input; input]' if needs_hr else ''}), got {rows}"
     )
 
 
@@ -236,17 +254,26 @@ def teacher_table(source: FaceSource, config: TrainConfig) -> tuple[np.ndarray, 
 
 
 def build_distillation(
-    base: Objective, config: TrainConfig, source: FaceSource, embedding_size: int
+    base: Objective, config: TrainConfig, source: FaceSource, embedding_size: int,
+    backbone: nn.Module | None = None,
 ) -> DistillObjective:
     """Wraps ``base`` with ``config.distill``, descriptors in ``source``'s order
-    (:func:`teacher_table`); the sample labels serve ``distill.init_centres``."""
+    (:func:`teacher_table`); the sample labels serve ``distill.init_centres``; the
+    student ``backbone`` gives ``distill.hints`` its teacher's architecture."""
     assert config.distill is not None
     table, found = teacher_table(source, config)
     d = config.distill
     logger.info("distillation: λ = %g over %d/%d samples", d.weight, int(found.sum()), len(found))
+    hints = None
+    if d.hints is not None:
+        if backbone is None:
+            raise ConfigError("distill.hints needs the student backbone")
+        hints = FeatureHints(hint_teacher(backbone, d.hints.teacher), d.hints.layers)
+        logger.info("feature hints at %s, weight %g", ", ".join(hints.layers), d.hints.weight)
     objective = DistillObjective(
         base, torch.from_numpy(table), torch.from_numpy(found), embedding_size,
-        weight=d.weight, base_weight=d.base_weight,
+        weight=d.weight, base_weight=d.base_weight, hints=hints,
+        hint_weight=d.hints.weight if d.hints else 1.0,
     )
     if (d.projection_init == "identity" or d.init_centres) and embedding_size != table.shape[1]:
         raise ConfigError(

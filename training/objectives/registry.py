@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torch import nn
+
 from models.registry import Registry
 from training.objectives.base import Objective, ObjectiveBuilder
 from training.objectives.distill import build_distillation
@@ -29,12 +31,14 @@ def create_objective(
 
 
 def build_objective(
-    name: str, config: TrainConfig, source: FaceSource, embedding_size: int
+    name: str, config: TrainConfig, source: FaceSource, embedding_size: int,
+    backbone: nn.Module | None = None,
 ) -> Objective:
     """The objective ``name`` of a run over ``source``, wrapped with ``config.distill``
     when the config has it (beside a margin head, or a fine-tuning objective that keeps
-    the student in its teacher's space)."""
+    the student in its teacher's space); ``backbone`` is the student (feature hints copy
+    its architecture for their teacher)."""
     objective = create_objective(name, config, source.num_classes, embedding_size)
     if config.distill is None:
         return objective
-    return build_distillation(objective, config, source, embedding_size)
+    return build_distillation(objective, config, source, embedding_size, backbone)
