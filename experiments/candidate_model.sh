@@ -52,7 +52,8 @@ if [ "$CANDIDATE" = 1 ]; then
     labels="candidate $VERSION,$labels"
     cp "$CARD/ours/results.json" "$RESULTS/candidate.json"
     cp "$CARD/model.json" "$CARD/gate.md" "$RESULTS/"
-    cp "$RUN/validation.jsonl" "$RUN/config.yaml" "$RESULTS/"
+    cp "$RUN/config.yaml" "$RESULTS/"
+    [ ! -f "$RUN/validation.jsonl" ] || cp "$RUN/validation.jsonl" "$RESULTS/"
 fi
 cp "$REFS/shipped/results.json" "$RESULTS/shipped.json"
 cp "$REFS/dlib/results.json" "$RESULTS/dlib.json"

@@ -89,6 +89,28 @@ def slim_checkpoint(
                f"{mib[0]:.1f} MiB (from {mib[1]:.1f})")
 
 
+def branch_checkpoint(
+    model: Path = typer.Argument(..., help="A quality-gated artifact (.onnx, its .json beside)."),
+    out: Path = typer.Argument(..., help="Where to write the checkpoint (.pt)."),
+    branch: str = typer.Option("blurred", help="sharp or blurred."),
+) -> None:
+    """Write one branch of a gated artifact (e.g. the bundled model's student) as a
+    training checkpoint, read back from the graph, for ``lrfr finetune --checkpoint OUT``."""
+    from models.artifact import ArtifactError
+    from models.onnx_weights import OnnxWeightsError, checkpoint_of_branch
+
+    if branch not in ("sharp", "blurred"):
+        raise typer.BadParameter("must be sharp or blurred", param_hint="--branch")
+    try:
+        checkpoint = checkpoint_of_branch(model, branch)
+    except (OSError, ArtifactError, OnnxWeightsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    checkpoint.save(out)
+    typer.echo(f"{out}: {checkpoint.get('source')}, {len(checkpoint.backbone_state)} tensors")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("slim-checkpoint")(slim_checkpoint)
+    app.command("branch-checkpoint")(branch_checkpoint)
