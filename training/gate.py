@@ -121,10 +121,12 @@ def choose_gate(
     return GateSearch(gate=gate, table=table, medians=medians)
 
 
-def search_description(pairs: int, sides: tuple[int, ...]) -> str:
+def search_description(
+    pairs: int, sides: tuple[int, ...], pairs_file: str = "pairsDevTrain.txt"
+) -> str:
     """How :func:`build_gated` chose the gate, for ``GateInfo.chosen_on``."""
-    return (f"{pairs} LFW pairsDevTrain pairs at r = {', '.join(map(str, sides))}: the "
-            "best mean best-threshold accuracy over both-degraded and cross-resolution "
+    return (f"{pairs} LFW {Path(pairs_file).stem} pairs at r = {', '.join(map(str, sides))}: "
+            "the best mean best-threshold accuracy over both-degraded and cross-resolution "
             "settings")
 
 
@@ -140,8 +142,10 @@ def student_branch(student_state: Checkpoint, recipe: str | None = None) -> Gate
     config = student_state.get("config") or {}
     run = config.get("name")
     origin = recipe or (f"training run {run!r}" if run else "a training run (not recorded)")
-    start = (config.get("model") or {}).get("init_weights")
-    started = f" (started from {start} weights)" if start else ""
+    weights = (config.get("model") or {}).get("init_weights")
+    checkpoint = (config.get("finetune") or {}).get("checkpoint")
+    started = (f" (started from the checkpoint {checkpoint})" if checkpoint
+               else f" (started from {weights} weights)" if weights else "")
     return GateBranch(
         name=f"{student_state.backbone_name} student of {TEACHER_NAME}",
         source=f"fine-tuned by {origin}{started}, step {student_state.get('step')}, "
@@ -192,10 +196,20 @@ def _embed(net: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 def build_gated(
     student_path: str | Path, out: str | Path, lfw: str | Path, pairs: int = 600,
     sides: tuple[int, ...] = SIDES, recipe: str | None = None,
-) -> GateSearch:
+    pairs_file: str = "pairsDevTrain.txt", fixed: tuple[float, str] | None = None,
+) -> GateSearch | None:
     """Chooses the gate for the student at ``student_path`` and writes the gated
-    checkpoint to ``out`` (needs dlib's released weights, see ``training.teacher``);
-    ``recipe``: the student's training config path, for the record."""
+    checkpoint to ``out`` (needs dlib's released weights, see ``training.teacher``).
+
+    Args:
+        recipe: the student's training config path, for the record.
+        pairs_file: the pairs to choose on (View 1 layout, in ``lfw`` or a path). A
+            student scores best on the people it trained on, so choosing on its own
+            training people drifts the gate up (every face to the student): choose on
+            people it never saw, e.g. a held-out split's pairs with the held-out student.
+        fixed: ``(threshold, where it was chosen)``: no search (a gate chosen for
+            another student of the same recipe); returns ``None``.
+    """
     student_state = Checkpoint.load(student_path)
     if student_state.backbone_name != "dlib-resnet29":
         raise ValueError(f"{student_path} is not a dlib-resnet29 checkpoint")
@@ -206,8 +220,12 @@ def build_gated(
     assert isinstance(teacher, DlibResNet)
     teacher.load_pretrained(resolve_pretrained("dlib"))
     teacher.eval()
+    if fixed is not None:
+        gated_checkpoint(teacher, student, fixed[0], student_state, chosen_on=fixed[1],
+                         recipe=recipe).save(out)
+        return None
 
-    protocol = load_lfw(lfw, view=1, pairs_file="pairsDevTrain.txt").subset(pairs)
+    protocol = load_lfw(lfw, view=1, pairs_file=pairs_file).subset(pairs)
     faces = load_faces(protocol.images, FaceLoader("lfw"), progress=False)
     qualities, sharp, blurred = {}, {}, {}
     for side in sides:
@@ -220,5 +238,6 @@ def build_gated(
         logger.info("r=%3d: q median %.2f", side, float(np.median(qualities[side])))
     search = choose_gate(protocol, qualities, sharp, blurred)
     gated_checkpoint(teacher, student, search.gate, student_state,
-                     chosen_on=search_description(protocol.pairs, sides), recipe=recipe).save(out)
+                     chosen_on=search_description(protocol.pairs, sides, pairs_file),
+                     recipe=recipe).save(out)
     return search

@@ -127,3 +127,26 @@ def test_the_export_writes_the_gate_into_the_metadata(
     meta = export_checkpoint(gated_pt[0], tmp_path / "gated.onnx", name="g", version="1")
     assert meta.gate == recorded == load_metadata(tmp_path / "gated.onnx").gate
     assert meta.head == "gated(sharp: released weights | blurred: arcface+distill)"
+
+
+def test_a_fine_tuned_student_names_its_starting_checkpoint() -> None:
+    state = Checkpoint("dlib-resnet29", {}, {}, {
+        "step": 222, "epoch": 3, "head_name": "approach2+distill+octuplet",
+        "config": {"model": {"init_weights": "dlib"},
+                   "finetune": {"checkpoint": "runs/student-1.0.0.pt"}},
+    })
+    branch = student_branch(state, "training/configs/x.yaml")
+    assert branch.source == ("fine-tuned by training/configs/x.yaml (started from the "
+                             "checkpoint runs/student-1.0.0.pt), step 222, epoch 3")
+    described = search_description(1000, (112, 7), "/abs/runs/holdout/pairs-heldout.txt")
+    assert described.startswith("1000 LFW pairs-heldout pairs at r = 112, 7: ")
+
+
+def test_gate_cli_takes_a_threshold_only_with_where_it_was_chosen(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lrfr.cli import app
+
+    result = CliRunner().invoke(app, ["gate", "--student", str(tmp_path / "s.pt"), "--out",
+                                      str(tmp_path / "g.pt"), "--threshold", "4.5"])
+    assert result.exit_code != 0 and "--chosen-on" in result.output
