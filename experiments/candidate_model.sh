@@ -10,6 +10,10 @@
 #   3. lrfr eval compare: the side-by-side table in $RESULTS/compare.md.
 # Evaluations whose results.json exists are reused (they are deterministic); delete
 # the folder to measure again. CANDIDATE=0 evaluates only the two references.
+# THRESHOLD=Q CHOSEN_ON="..." skips the gate search (lrfr gate --threshold): a student
+# scores best on its own training people, so a gate searched on pairsDevTrain for a
+# strongly fine-tuned student drifts to "everything to the student"; choose it on a
+# held-out split instead (lrfr gate --pairs-file with the held-out student).
 #
 #   RUN=runs/lfw-cpu-dlib-student-extra bash experiments/candidate_model.sh
 set -euo pipefail
@@ -42,8 +46,10 @@ columns=("$REFS/shipped/results.json" "$REFS/dlib/results.json")
 labels="shipped $(python -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "${SHIPPED%.onnx}.json"),dlib-resnet (face_recognition)"
 
 if [ "$CANDIDATE" = 1 ]; then
+    gate_args=()  # THRESHOLD + CHOSEN_ON: a gate chosen elsewhere (e.g. on held-out people)
+    [ -z "${THRESHOLD:-}" ] || gate_args=(--threshold "$THRESHOLD" --chosen-on "$CHOSEN_ON")
     [ -f "$CARD/gated.pt" ] || lrfr gate --student "$RUN/last.pt" --out "$CARD/gated.pt" \
-        --lfw "$LFW" --recipe "$RECIPE" | tee "$CARD/gate.md"
+        --lfw "$LFW" --recipe "$RECIPE" "${gate_args[@]}" | tee "$CARD/gate.md"
     [ -f "$CARD/model.onnx" ] || lrfr export "$CARD/gated.pt" --out "$CARD/model.onnx" \
         --calibrate-on "$LFW" --pairs-file pairsDevTrain.txt --name "$NAME" \
         --version "$VERSION" --training-data "$TRAINING_DATA"
