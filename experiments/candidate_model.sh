@@ -31,7 +31,7 @@ SHIPPED=${SHIPPED:-models/bundled/lrfr.onnx}
 RESULTS=${RESULTS:-results/dlib-student-extra}
 CANDIDATE=${CANDIDATE:-1}
 THREADS=${THREADS:-2}
-TRAINING_DATA=${TRAINING_DATA:-"LFW peopleDevTrain (1,184 people with >= 2 images, 6,671 images) + faces-extra (18,524 unlabelled aligned crops: All-Age-Faces 8,261, UTKFace 10,263; distillation only) fine-tuning of dlib_face_recognition_resnet_model_v1 (public domain); gate chosen on 600 pairsDevTrain pairs"}
+TRAINING_DATA=${TRAINING_DATA:-"LFW peopleDevTrain (1,184 people with >= 2 images, 6,671 images) + faces-extra (18,524 unlabelled aligned crops: All-Age-Faces 8,261, UTKFace 10,263; distillation only) fine-tuning of dlib_face_recognition_resnet_model_v1 (public domain)"}
 mkdir -p "$CARD" "$REFS" "$RESULTS"
 
 evaluate() {  # $1: model, $2: output folder (skipped when it holds results.json)
@@ -47,7 +47,9 @@ labels="shipped $(python -c "import json,sys; print(json.load(open(sys.argv[1]))
 
 if [ "$CANDIDATE" = 1 ]; then
     gate_args=()  # THRESHOLD + CHOSEN_ON: a gate chosen elsewhere (e.g. on held-out people)
-    [ -z "${THRESHOLD:-}" ] || gate_args=(--threshold "$THRESHOLD" --chosen-on "$CHOSEN_ON")
+    [ -z "${THRESHOLD:-}" ] || gate_args=(--threshold "$THRESHOLD"
+        --chosen-on "${CHOSEN_ON:?set CHOSEN_ON (where the gate was chosen) with THRESHOLD}")
+    [ ! -f "$CARD/gated.pt" ] || echo "reusing $CARD/gated.pt (delete it to choose the gate again)"
     [ -f "$CARD/gated.pt" ] || lrfr gate --student "$RUN/last.pt" --out "$CARD/gated.pt" \
         --lfw "$LFW" --recipe "$RECIPE" "${gate_args[@]}" | tee "$CARD/gate.md"
     [ -f "$CARD/model.onnx" ] || lrfr export "$CARD/gated.pt" --out "$CARD/model.onnx" \

@@ -80,7 +80,8 @@ def branch_state_from_onnx(
     for key, like in template.state_dict().items():
         module, _, leaf = key.rpartition(".")
         value = _find(graph, branch, module, leaf)
-        if value.size != like.numel():
+        # the graph holds an affine's (C,) as (1, C, 1, 1): compare without unit axes
+        if value.squeeze().shape != tuple(like.squeeze().shape):
             raise OnnxWeightsError(f"{branch}.{key}: {value.shape} in the graph, "
                                    f"{tuple(like.shape)} expected")
         state[key] = torch.from_numpy(np.ascontiguousarray(value).reshape(like.shape).copy())

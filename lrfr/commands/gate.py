@@ -20,12 +20,12 @@ def gate(
     pairs: int = typer.Option(600, help="Size of the subset of the pairs file."),
     pairs_file: str = typer.Option(
         "pairsDevTrain.txt", "--pairs-file",
-        help="Pairs to choose on (in --lfw, or a path): people the student never saw, e.g. "
-        "a held-out split's pairs-heldout.txt with the held-out student.",
+        help="Pairs to choose on: a file name in --lfw, or an absolute path; people the "
+        "student never saw, e.g. a held-out split's pairs-heldout.txt with the held-out student.",
     ),
     threshold: float | None = typer.Option(
         None, "--threshold", help="No search: this gate (chosen for another student of the "
-        "same recipe; say where with --chosen-on).",
+        "same recipe; say where with --chosen-on); --pairs and --pairs-file are then unused.",
     ),
     chosen_on: str | None = typer.Option(
         None, "--chosen-on", help="With --threshold: where it was chosen, for the record."),

@@ -518,7 +518,6 @@ def test_feature_hints_pull_the_degraded_maps_to_the_teachers_sharp_ones(
     distill = {"cache": str(tmp_path / "cache.npz"), "weight": 1.0}
     teacher = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / "teacher"),
                                                          "max_steps": 2}), source=source)
-    teacher_state = torch.load(teacher.checkpoint, weights_only=False)["backbone_state"]
     config = tiny_config(
         model={"init_weights": str(teacher.checkpoint)},
         distill={**distill, "hints": {"layers": ["body.1", "body.3"], "weight": 5.0,
@@ -543,11 +542,28 @@ def test_feature_hints_pull_the_degraded_maps_to_the_teachers_sharp_ones(
     losses = [r["train/hint_loss"] for r in records]
     assert len(losses) == 12 and all(np.isfinite(losses)) and losses[0] > 0
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
-    # the teacher is a fresh copy every run: its checkpoint is untouched
-    again = torch.load(teacher.checkpoint, weights_only=False)["backbone_state"]
-    assert all(torch.equal(v, again[k]) for k, v in teacher_state.items())
+    # the teacher is neither trained nor saved
     assert not any("hint" in k for k in torch.load(tmp_path / "student" / "last.pt",
                                                    weights_only=False)["head_state"])
+
+
+def test_the_hint_teacher_holds_the_teachers_weights_not_the_students(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    from training.objectives.hints import hint_teacher
+    from training.setup import build_backbone
+
+    teacher = train(tiny_config(engine={"out_dir": str(tmp_path / "teacher"), "max_steps": 2}),
+                    source=SyntheticSource())
+    teacher_state = torch.load(teacher.checkpoint, weights_only=False)["backbone_state"]
+    torch.manual_seed(7)
+    student, *_ = build_backbone(tiny_config(), None)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    copy = hint_teacher(student, str(teacher.checkpoint))
+    for key, value in copy.state_dict().items():
+        torch.testing.assert_close(value, teacher_state[key])
+    assert any(not torch.equal(v, teacher_state[k]) for k, v in before.items())
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
 
 
 def test_feature_hints_name_a_missing_layer(
@@ -559,5 +575,5 @@ def test_feature_hints_name_a_missing_layer(
                     source=source)
     config = tiny_config(distill={"cache": str(tmp_path / "cache.npz"), "hints": {
         "layers": ["units.9"], "teacher": str(trained.checkpoint)}})
-    with pytest.raises(AttributeError, match="units"):
+    with pytest.raises(ConfigError, match=r"distill.hints.layers: \['units.9'\] are not layers"):
         train(config, source=source)

@@ -213,7 +213,7 @@ class EmbeddingStore:
         """The crops at ``indices`` as the network sees them at ``resolution``."""
         side = self.effective(resolution)
         if self.boxes is not None:
-            return np.stack([self._box_pixels(self.boxes[i], side) for i in indices])
+            return np.stack([self._box_pixels(self.boxes[i], side, int(i)) for i in indices])
         crops = self.faces[indices]
         if side is None:
             return crops
@@ -224,13 +224,17 @@ class EmbeddingStore:
             for i, c in zip(indices, crops, strict=True)
         ])
 
-    def _box_pixels(self, box: np.ndarray, side: int | None) -> np.ndarray:
-        """A detector's box crop as sent by a camera whose face is ``side`` px wide,
-        mapped onto the template the way the service maps ``face=box`` uploads."""
+    def _box_pixels(self, box: np.ndarray, side: int | None, index: int) -> np.ndarray:
+        """A detector's box crop as sent by a camera whose face is ``side`` px wide (with
+        the camera effects, when set, on that small image), mapped onto the template the
+        way the service maps ``face=box`` uploads."""
         height, width = box.shape[:2]
         if side is not None and side < width:
             size = (side, max(1, round(height * side / width)))
-            box = np.asarray(Image.fromarray(box).resize(size, resampling(self.settings.down)))
+            small = Image.fromarray(box).resize(size, resampling(self.settings.down))
+            if self.settings.camera is not None:
+                small = self.settings.camera(small, np.random.default_rng((index, side)))
+            box = np.asarray(small)
         return align_face(box)
 
     def get(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,12 +45,12 @@ def recorded(module: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, tor
     the context is open."""
     maps: dict[str, torch.Tensor] = {}
     handles = []
-    for name in layers:
-        def keep(_: nn.Module, __: object, output: torch.Tensor, name: str = name) -> None:
-            maps.setdefault(name, output)
-
-        handles.append(module.get_submodule(name).register_forward_hook(keep))
     try:
+        for name in layers:
+            def keep(_: nn.Module, __: object, output: torch.Tensor, name: str = name) -> None:
+                maps.setdefault(name, output)
+
+            handles.append(module.get_submodule(name).register_forward_hook(keep))
         yield maps
     finally:
         for handle in handles:
@@ -68,9 +70,13 @@ class FeatureHints:
 
     def __init__(self, teacher: nn.Module, layers: Sequence[str]) -> None:
         if not layers:
-            raise ValueError("feature hints need at least one layer")
-        for name in layers:
-            teacher.get_submodule(name)  # AttributeError names the missing one
+            raise ConfigError("distill.hints.layers is empty: name at least one layer")
+        known = {name for name, _ in teacher.named_modules() if name}
+        missing = [name for name in layers if name not in known]
+        if missing:
+            stages = sorted(name for name in known if name.count(".") <= 1)
+            raise ConfigError(f"distill.hints.layers: {missing} are not layers of "
+                              f"{type(teacher).__name__}; e.g. {stages[:24]}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.layers = tuple(layers)
 

@@ -199,6 +199,13 @@ def test_camera_effects_in_evaluation_are_repeatable_per_image(pixel_model: Path
                 for i, f in enumerate(faces)]
     np.testing.assert_array_equal(camera, np.stack(expected))
     np.testing.assert_array_equal(store.pixels(112, every), faces)  # sharp: untouched
+    # detector boxes (--faces box): the effects act on the box shrunk to r px
+    boxes = [f[10:100, 15:95] for f in faces]
+    with_box = EmbeddingStore(model, faces, settings, boxes=boxes)
+    plain_box = EmbeddingStore(model, faces, EvalSettings(progress=False), boxes=boxes)
+    np.testing.assert_array_equal(with_box.pixels(14, every), with_box.pixels(14, every))
+    assert not np.array_equal(with_box.pixels(14, every), plain_box.pixels(14, every))
+    np.testing.assert_array_equal(with_box.pixels(112, every), plain_box.pixels(112, every))
 
 
 def test_torch_module_model_matches_numpy_normalisation() -> None:
