@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -423,6 +424,20 @@ def test_teacher_cache_cli_describes_unlabelled_crops_as_training_loads_them(
     assert bad.exit_code == 2 and "m.csv" in bad.output
 
 
+def _distilled_run(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig], weight: float, steps: int,
+    name: str,
+) -> tuple[SyntheticSource, dict, Any]:
+    """A short distilled run on the synthetic faces (fake teacher cache): the source, the
+    ``distill`` section and the run's result."""
+    source = SyntheticSource()
+    _fake_cache(tmp_path / "cache.npz", source, skip=7)
+    distill = {"cache": str(tmp_path / "cache.npz"), "weight": weight}
+    result = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / name),
+                                                        "max_steps": steps}), source=source)
+    return source, distill, result
+
+
 @pytest.mark.parametrize("method", ["octuplet", "derivenet"])
 def test_fine_tuning_keeps_the_distillation_term_and_its_projection(
     method: str, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
@@ -431,11 +446,7 @@ def test_fine_tuning_keeps_the_distillation_term_and_its_projection(
     from training.objectives import build_objective
     from training.setup import build_backbone
 
-    source = SyntheticSource()
-    _fake_cache(tmp_path / "cache.npz", source, skip=7)
-    distill = {"cache": str(tmp_path / "cache.npz"), "weight": 2.0}
-    trained = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / "base"),
-                                                         "max_steps": 3}), source=source)
+    source, distill, trained = _distilled_run(tmp_path, tiny_config, 2.0, 3, "base")
     start = torch.load(trained.checkpoint, weights_only=False)
     config = tiny_config(
         distill=distill,
@@ -513,11 +524,7 @@ def test_relative_hint_error_and_recorded_maps() -> None:
 def test_feature_hints_pull_the_degraded_maps_to_the_teachers_sharp_ones(
     tmp_path: Path, tiny_config: Callable[..., TrainConfig]
 ) -> None:
-    source = SyntheticSource()
-    _fake_cache(tmp_path / "cache.npz", source, skip=7)
-    distill = {"cache": str(tmp_path / "cache.npz"), "weight": 1.0}
-    teacher = train(tiny_config(distill=distill, engine={"out_dir": str(tmp_path / "teacher"),
-                                                         "max_steps": 2}), source=source)
+    source, distill, teacher = _distilled_run(tmp_path, tiny_config, 1.0, 2, "teacher")
     config = tiny_config(
         model={"init_weights": str(teacher.checkpoint)},
         distill={**distill, "hints": {"layers": ["body.1", "body.3"], "weight": 5.0,
