@@ -115,16 +115,12 @@ def checkpoint_of_branch(path: str | Path, branch: str) -> Checkpoint:
     from models.artifact import load_metadata
 
     metadata = load_metadata(path)
-    template = create_backbone(BRANCH_BACKBONE, **_branch_kwargs(metadata.embedding_size))
-    state = branch_state_from_onnx(path, branch, template)
+    kwargs = {"embedding_size": metadata.embedding_size, "input_size": metadata.input_size[0]}
+    state = branch_state_from_onnx(path, branch, create_backbone(BRANCH_BACKBONE, **kwargs))
     gate = metadata.gate
     head = getattr(getattr(gate, branch, None), "head", None) if gate else None
-    return Checkpoint(BRANCH_BACKBONE, _branch_kwargs(metadata.embedding_size), state, {
+    return Checkpoint(BRANCH_BACKBONE, kwargs, state, {
         "head_name": head or "",
         "source": f"branch {branch!r} of {metadata.name} {metadata.version} "
                   f"(onnx sha256 {metadata.onnx_sha256})",
     })
-
-
-def _branch_kwargs(embedding_size: int) -> dict[str, int]:
-    return {"embedding_size": embedding_size, "input_size": 112}

@@ -220,9 +220,14 @@ class EmbeddingStore:
         s = self.settings
         return np.stack([
             degrade(c, side, down=s.down, up=s.up, camera=s.camera,
-                    rng=np.random.default_rng((int(i), side)) if s.camera else None)
+                    rng=self._camera_rng(int(i), side))
             for i, c in zip(indices, crops, strict=True)
         ])
+
+    def _camera_rng(self, index: int, side: int) -> np.random.Generator | None:
+        """The camera effects' generator of face ``index`` at ``side`` (None without
+        effects): seeded by both, so a run repeats and two models see the same pixels."""
+        return np.random.default_rng((index, side)) if self.settings.camera else None
 
     def _box_pixels(self, box: np.ndarray, side: int | None, index: int) -> np.ndarray:
         """A detector's box crop as sent by a camera whose face is ``side`` px wide (with
@@ -232,8 +237,9 @@ class EmbeddingStore:
         if side is not None and side < width:
             size = (side, max(1, round(height * side / width)))
             small = Image.fromarray(box).resize(size, resampling(self.settings.down))
-            if self.settings.camera is not None:
-                small = self.settings.camera(small, np.random.default_rng((index, side)))
+            rng = self._camera_rng(index, side)
+            if self.settings.camera is not None and rng is not None:
+                small = self.settings.camera(small, rng)
             box = np.asarray(small)
         return align_face(box)
 
