@@ -412,6 +412,25 @@ class HintsConfig(_Section):
     teacher: StrictStr = "dlib"
 
 
+class TeacherTripletConfig(_Section):
+    """A batch-hard triplet term of the student against the teacher's descriptors
+    (``training.objectives.distill``): per sample, P z_i is the anchor, the teacher's
+    descriptors of the batch's sharp images the candidates: those of its identity
+    (its own image's included) the positives, the others the negatives. It is what the
+    gated model compares: a blurred face through the student against a sharp one
+    through the teacher. Labelled samples only.
+
+    Attributes:
+        weight: the term's weight.
+        margin: the triplet margin.
+        distance: ``euclidean`` on L2-normalised vectors, or ``cosine`` (1 - cos).
+    """
+
+    weight: Number = 1.0
+    margin: Number = 0.25
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+
+
 class DistillConfig(_Section):
     """Distillation from a teacher's descriptors of the sharp images (``training.teacher``).
 
@@ -438,6 +457,8 @@ class DistillConfig(_Section):
             at s = 32 gives a loss of ~11 that would spread them apart).
         hints: feature-map hints from a frozen teacher network (:class:`HintsConfig`);
             ``None``: the descriptors alone.
+        triplet: a triplet term against the teacher's descriptors
+            (:class:`TeacherTripletConfig`); ``None``: none.
     """
 
     cache: StrictStr = ""
@@ -447,6 +468,7 @@ class DistillConfig(_Section):
     init_centres: StrictBool = False
     base_weight: Number = 1.0
     hints: HintsConfig | None = None
+    triplet: TeacherTripletConfig | None = None
 
 
 class TrainConfig(_Section):

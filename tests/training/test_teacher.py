@@ -500,6 +500,63 @@ def test_fine_tuning_keeps_the_distillation_term_and_its_projection(
                for r in records)
 
 
+def test_the_teacher_triplet_is_batch_hard_against_the_teachers_descriptors(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    from training.engine import finetune
+    from training.objectives import build_objective
+
+    source, distill, trained = _distilled_run(tmp_path, tiny_config, 2.0, 2, "base")
+    triplet = {"weight": 3.0, "margin": 0.3}
+    config = tiny_config(
+        distill={**distill, "triplet": triplet},
+        engine={"out_dir": str(tmp_path / "ft"), "max_steps": 3, "log_every": 1},
+        optim={"lr": 1e-3},
+        finetune={"checkpoint": str(trained.checkpoint), "method": "octuplet",
+                  "octuplet": {"identities": 3, "images_per_identity": 4,
+                               "r_min": 7, "r_max": 16}},
+    )
+    objective = build_objective("octuplet", config, source, 32)
+    # the teacher's descriptors made to live in the first 32 dimensions, P the identity there
+    objective.table = objective.table.clone()
+    objective.table[:, 32:] = 0
+    objective.projection.weight.data = torch.eye(TEACHER_DIM, 32)
+    # sample 0 has no descriptor (the cache skips every 7th); sample 13 is unlabelled here
+    index = torch.tensor([0, 1, 2, 6, 8, 13])
+    labels = torch.tensor([0, 0, 0, 1, 1, -1])
+    batch = {
+        "input": torch.zeros(6, 3, 32, 32), "hr_input": torch.zeros(6, 3, 32, 32),
+        "label": labels, "index": index, "degraded": torch.ones(6, dtype=torch.bool),
+        "quality": torch.ones(6), "hr_quality": torch.ones(6), "side": torch.full((6,), 8),
+    }
+    outputs = torch.randn(12, 32, generator=torch.Generator().manual_seed(0))
+    _, stats = objective(lambda x: outputs + 0 * x.sum(), batch)
+
+    # the definition, by hand: every first-pass row of a labelled sample with a
+    # descriptor is an anchor; candidates: the descriptors of those samples, once each
+    teacher = torch.nn.functional.normalize(objective.table[:, :32], dim=1)
+    usable = [i for i in range(6) if bool(objective.found[index[i]]) and labels[i] >= 0]
+    assert usable == [1, 2, 3, 4]
+    terms = []
+    for row in range(12):
+        i = row % 6
+        if i not in usable:
+            continue
+        anchor = torch.nn.functional.normalize(outputs[row], dim=0)
+        distance = {j: float((anchor - teacher[index[j]]).norm()) for j in usable}
+        positive = max(d for j, d in distance.items() if labels[j] == labels[i])
+        negative = min(d for j, d in distance.items() if labels[j] != labels[i])
+        terms.append(max(positive - negative + 0.3, 0.0))
+    assert float(stats["triplet_loss"]) == pytest.approx(float(np.mean(terms)), abs=1e-5)
+
+    finetune(config, source=source)
+    records = [json.loads(line)
+               for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(np.isfinite(r["train/triplet_loss"]) for r in records)
+    with pytest.raises(ConfigError, match="margin"):
+        tiny_config(distill={**distill, "triplet": {"margn": 0.3}})
+
+
 # --------------------------------------------------------------------------- feature hints
 
 

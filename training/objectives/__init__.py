@@ -25,18 +25,14 @@ from training.objectives.distill import (
     distillation_loss,
 )
 from training.objectives.margin import MarginObjective
-from training.objectives.octuplet import (
-    OctupletObjective,
-    batch_hard_triplet,
-    octuplet_loss,
-    pairwise_distance,
-)
+from training.objectives.octuplet import OctupletObjective, octuplet_loss
 from training.objectives.registry import (
     build_objective,
     create_objective,
     list_objectives,
     register_objective,
 )
+from training.objectives.triplet import batch_hard_triplet, pairwise_distance
 
 __all__ = [
     "DISTILL_PREFIX",

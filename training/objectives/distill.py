@@ -20,11 +20,12 @@ from training.data import FaceSource, MixedSource
 from training.data.sources import UNLABELLED
 from training.objectives.base import Batch, Objective, Stats
 from training.objectives.hints import FeatureHints, hint_teacher, recorded
+from training.objectives.triplet import batch_hard_triplet, pairwise_distance
 from training.teacher import TeacherCache, lookup_table
 
 if TYPE_CHECKING:
     from models.checkpoint import Checkpoint
-    from training.config import TrainConfig
+    from training.config import TeacherTripletConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class DistillObjective(Objective):
         base_weight: factor on the base objective's loss.
         hints: feature-map hints from a frozen teacher network (``None``: none).
         hint_weight: the hints' weight.
+        triplet: a batch-hard triplet term of P z_i against the teacher's descriptors of
+            the batch's images (``None``: none; :meth:`teacher_triplet`).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class DistillObjective(Objective):
         base_weight: float = 1.0,
         hints: FeatureHints | None = None,
         hint_weight: float = 1.0,
+        triplet: TeacherTripletConfig | None = None,
     ) -> None:
         super().__init__()
         if table.ndim != 2 or table.shape[0] != found.shape[0]:
@@ -102,6 +106,7 @@ class DistillObjective(Objective):
         self.name = f"{base.name}+distill"
         self.hints = hints
         self.hint_weight = float(hint_weight)
+        self.triplet = triplet
         # the hints' teacher sees the sharp copies
         self.needs_hr = base.needs_hr or hints is not None  # type: ignore[misc]
         # plain attributes, not buffers: DDP would broadcast them every step, and the
@@ -139,7 +144,34 @@ class DistillObjective(Objective):
                                       rows)
             stats["hint_loss"] = hint.detach()
             total = total + self.hint_weight * hint
+        if self.triplet is not None:
+            triplet = self.teacher_triplet(projected, batch, rows, mask)
+            stats["triplet_loss"] = triplet.detach()
+            total = total + float(self.triplet.weight) * triplet
         return total, stats
+
+    def teacher_triplet(
+        self, projected: torch.Tensor, batch: Batch, rows: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The mean batch-hard triplet term of the projected embeddings (row r is the
+        sample ``rows[r]``) against the teacher's descriptors of the batch's images, each
+        once: positives are the anchor's identity (its own image included), negatives
+        the others. The comparison a gated model makes between a face through the
+        student and a sharp one through the teacher. Unlabelled samples and samples
+        without a descriptor take no part."""
+        assert self.triplet is not None
+        labels = batch["label"]
+        images = self.found[batch["index"]] & (labels != UNLABELLED)
+        anchors = mask & (labels[rows] != UNLABELLED)
+        if not bool(anchors.any()) or not bool(images.any()):
+            return projected.sum() * 0.0
+        candidates = F.normalize(self.table[batch["index"][images]], dim=1)
+        distances = pairwise_distance(
+            F.normalize(projected[anchors].float(), dim=1), candidates, self.triplet.distance
+        )
+        terms = batch_hard_triplet(distances, labels[rows][anchors], float(self.triplet.margin),
+                                   column_labels=labels[images])
+        return terms.mean()
 
     def sampler(
         self, source: FaceSource, config: TrainConfig, *, rank: int, world_size: int
@@ -270,10 +302,13 @@ def build_distillation(
             raise ConfigError("distill.hints needs the student backbone")
         hints = FeatureHints(hint_teacher(backbone, d.hints.teacher), d.hints.layers)
         logger.info("feature hints at %s, weight %g", ", ".join(hints.layers), d.hints.weight)
+    if d.triplet is not None:
+        logger.info("triplet against the teacher's descriptors: weight %g, margin %g (%s)",
+                    d.triplet.weight, d.triplet.margin, d.triplet.distance)
     objective = DistillObjective(
         base, torch.from_numpy(table), torch.from_numpy(found), embedding_size,
         weight=d.weight, base_weight=d.base_weight, hints=hints,
-        hint_weight=d.hints.weight if d.hints else 1.0,
+        hint_weight=d.hints.weight if d.hints else 1.0, triplet=d.triplet,
     )
     if (d.projection_init == "identity" or d.init_centres) and embedding_size != table.shape[1]:
         raise ConfigError(

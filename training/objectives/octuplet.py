@@ -26,46 +26,12 @@ from torch import nn
 from training.data import FaceSource, IdentityBatchSampler, ResolutionPolicy
 from training.objectives.base import Batch, Objective, Stats
 from training.objectives.registry import register_objective
+from training.objectives.triplet import batch_hard_triplet, pairwise_distance
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
 
 COMBINATIONS: tuple[tuple[str, str], ...] = (("hr", "hr"), ("hr", "lr"), ("lr", "hr"), ("lr", "lr"))
-
-
-def pairwise_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "euclidean") -> torch.Tensor:
-    """(N, M) distances between rows of L2-normalised ``a`` and ``b``.
-
-    ``euclidean``: ||a − b|| = sqrt(2 − 2 a·b) (clamped so the gradient stays finite at 0);
-    ``cosine``: 1 − a·b.
-    """
-    cos = a @ b.T
-    if kind == "cosine":
-        return 1.0 - cos
-    if kind == "euclidean":
-        return (2.0 - 2.0 * cos).clamp_min(1e-12).sqrt()
-    raise ValueError(f"unknown distance {kind!r}; use euclidean or cosine")
-
-
-def batch_hard_triplet(
-    distances: torch.Tensor, labels: torch.Tensor, margin: float
-) -> torch.Tensor:
-    """Per-anchor batch-hard triplet terms (N,) of an (N, N) distance matrix.
-
-    Row i is anchor i, column j candidate j (the same source images in both axes); the
-    diagonal (the anchor's own image) is never a positive. Anchors without a positive or
-    a negative contribute 0.
-    """
-    same = labels.view(-1, 1) == labels.view(1, -1)
-    own = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    positive = same & ~own
-    negative = ~same
-    # masked max/min: fill excluded entries with values that never win
-    hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=1)
-    hardest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=1)
-    valid = positive.any(dim=1) & negative.any(dim=1)
-    terms = F.relu(hardest_positive - hardest_negative + margin)
-    return torch.where(valid, terms, torch.zeros_like(terms))
 
 
 def octuplet_loss(
