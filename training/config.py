@@ -416,9 +416,10 @@ class TeacherTripletConfig(_Section):
     """A batch-hard triplet term of the student against the teacher's descriptors
     (``training.objectives.distill``): per sample, P z_i is the anchor, the teacher's
     descriptors of the batch's sharp images the candidates: those of its identity
-    (its own image's included) the positives, the others the negatives. It is what the
-    gated model compares: a blurred face through the student against a sharp one
-    through the teacher. Labelled samples only.
+    (its own image's included) the positives, the others the negatives. Close to what
+    the gated model compares, a blurred face through the student against a sharp one
+    through the teacher (the graph serves z; P stays near the identity when it starts
+    there). Labelled samples only.
 
     Attributes:
         weight: the term's weight.
@@ -426,8 +427,8 @@ class TeacherTripletConfig(_Section):
         distance: ``euclidean`` on L2-normalised vectors, or ``cosine`` (1 - cos).
     """
 
-    weight: Number = 1.0
-    margin: Number = 0.25
+    weight: Number = Field(default=1.0, ge=0)
+    margin: Number = Field(default=0.25, ge=0)
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
 

@@ -555,6 +555,8 @@ def test_the_teacher_triplet_is_batch_hard_against_the_teachers_descriptors(
     assert len(records) == 3 and all(np.isfinite(r["train/triplet_loss"]) for r in records)
     with pytest.raises(ConfigError, match="margin"):
         tiny_config(distill={**distill, "triplet": {"margn": 0.3}})
+    with pytest.raises(ConfigError, match=r"triplet\.margin"):
+        tiny_config(distill={**distill, "triplet": {"margin": -0.1}})
 
 
 # --------------------------------------------------------------------------- feature hints
