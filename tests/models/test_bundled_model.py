@@ -13,9 +13,9 @@ import pytest
 from models.artifact import THRESHOLD_FARS, load_metadata
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "bundled" / "lrfr.onnx"
-#: Accuracy floors on the 200-pair subset, measured 96.0 % and 85.0 % for 2.0.0 (96.0 and
-#: 87.0 for 1.0.0; the full 1,000 pairs: 97.2 % and 89.0 %, docs/model-card.md; the
-#: interim IR-18 scored 82.6 % at 14).
+#: Accuracy floors on the 200-pair subset, measured 96.0 % and 87.0 % for 2.1.0 (2.0.0:
+#: 96.0 and 85.0; 1.0.0: 96.0 and 87.0; the full 1,000 pairs for 2.1.0: 97.0 % and 90.0 %,
+#: docs/model-card.md; the interim IR-18 scored 82.6 % at 14).
 FLOORS = {112: 0.94, 14: 0.83}
 
 
@@ -38,16 +38,16 @@ def test_metadata_describes_the_gate() -> None:
     assert gate.quality == "laplacian" and gate.threshold == 4.579539895057678
     assert gate.sharp.name == "dlib_face_recognition_resnet_model_v1" and gate.sharp.head is None
     assert "public domain" in gate.sharp.source
-    # 2.0.0: 1.0.0's student fine-tuned with Octuplet loss and distillation
-    assert "training/configs/lfw_cpu_dlib_student_octuplet_distill.yaml" in gate.blurred.source
+    # 2.1.0: 1.0.0's student fine-tuned with Octuplet loss and distillation for 6 epochs
+    assert "training/configs/lfw_cpu_dlib_student_octuplet_distill_long.yaml" in gate.blurred.source
     assert "runs/student-1.0.0.pt" in gate.blurred.source  # read back from 1.0.0's graph
-    assert "step 222" in gate.blurred.source
+    assert "step 444" in gate.blurred.source
     assert gate.blurred.head == "approach2+distill+octuplet"
     assert gate.chosen_on.startswith("1.0.0's gate, kept") and "held-out" in gate.chosen_on
     assert metadata.head == "gated(sharp: released weights | blurred: approach2+distill+octuplet)"
     # the gate lives in one place; the notes keep the rest
     assert "gate" not in metadata.extra and "backbone_kwargs" not in metadata.extra
-    assert metadata.extra["step"] == 222 and metadata.version == "2.0.0"
+    assert metadata.extra["step"] == 444 and metadata.version == "2.1.0"
 
 
 def test_runs_only_the_branch_each_face_needs() -> None:
