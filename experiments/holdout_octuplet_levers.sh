@@ -4,7 +4,7 @@
 # twice and four times the schedule (long, longer) and a triplet against the teacher's
 # descriptors (triplet);
 # each fine-tuned from the held-out baseline student
-# (about 5-11 min each on 2 cores, resumable by running this again), then measured on the
+# (about 5-11 min each on 2 cores, 20 for longer, resumable by running this again), then measured on the
 # held-out people alone and through the gate (dlib for q >= 1.0.0's 4.58, as shipped),
 # beside plain Octuplet + distillation. Needs the split, the baseline and its Octuplet run
 # (experiments/holdout_levers.sh and holdout_finetune.sh say how).
