@@ -220,14 +220,15 @@ class EmbeddingStore:
         s = self.settings
         return np.stack([
             degrade(c, side, down=s.down, up=s.up, camera=s.camera,
-                    rng=self._camera_rng(int(i), side))
+                    rng=self._camera_rng(int(i), side) if s.camera else None)
             for i, c in zip(indices, crops, strict=True)
         ])
 
-    def _camera_rng(self, index: int, side: int) -> np.random.Generator | None:
-        """The camera effects' generator of face ``index`` at ``side`` (None without
-        effects): seeded by both, so a run repeats and two models see the same pixels."""
-        return np.random.default_rng((index, side)) if self.settings.camera else None
+    @staticmethod
+    def _camera_rng(index: int, side: int) -> np.random.Generator:
+        """The camera effects' generator of face ``index`` at ``side``: seeded by both, so
+        a run repeats and two models see the same pixels."""
+        return np.random.default_rng((index, side))
 
     def _box_pixels(self, box: np.ndarray, side: int | None, index: int) -> np.ndarray:
         """A detector's box crop as sent by a camera whose face is ``side`` px wide (with
@@ -237,9 +238,8 @@ class EmbeddingStore:
         if side is not None and side < width:
             size = (side, max(1, round(height * side / width)))
             small = Image.fromarray(box).resize(size, resampling(self.settings.down))
-            rng = self._camera_rng(index, side)
-            if self.settings.camera is not None and rng is not None:
-                small = self.settings.camera(small, rng)
+            if self.settings.camera is not None:
+                small = self.settings.camera(small, self._camera_rng(index, side))
             box = np.asarray(small)
         return align_face(box)
 

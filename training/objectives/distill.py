@@ -161,15 +161,16 @@ class DistillObjective(Objective):
         without a descriptor take no part."""
         assert self.triplet is not None
         labels = batch["label"]
+        row_labels = labels[rows]
         images = self.found[batch["index"]] & (labels != UNLABELLED)
-        anchors = mask & (labels[rows] != UNLABELLED)
+        anchors = mask & (row_labels != UNLABELLED)
         if not bool(anchors.any()) or not bool(images.any()):
             return projected.sum() * 0.0
         candidates = F.normalize(self.table[batch["index"][images]], dim=1)
         distances = pairwise_distance(
             F.normalize(projected[anchors].float(), dim=1), candidates, self.triplet.distance
         )
-        terms = batch_hard_triplet(distances, labels[rows][anchors], float(self.triplet.margin),
+        terms = batch_hard_triplet(distances, row_labels[anchors], float(self.triplet.margin),
                                    column_labels=labels[images])
         return terms.mean()
 
