@@ -184,6 +184,44 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) ->
     return FoldAccuracy(np.asarray(accuracies), np.asarray(thresholds))
 
 
+def kfold_accuracy_by_group(
+    scores: np.ndarray, labels: np.ndarray, folds: np.ndarray, groups: np.ndarray
+) -> FoldAccuracy:
+    """:func:`kfold_accuracy` with one threshold per group of pairs, each chosen on the
+    other folds' pairs of that group (on all of their pairs when the group has no
+    positive or no negative there): for pairs whose scores live on different scales,
+    e.g. compared by different networks.
+
+    Returns:
+        the per-fold accuracies and thresholds of shape (folds, groups), the groups in
+        ``np.unique(groups)`` order (NaN where a fold has no pair of that group).
+    """
+    scores, labels = _as_scores_labels(scores, labels)
+    folds, groups = np.asarray(folds).ravel(), np.asarray(groups).ravel()
+    if folds.shape != scores.shape or groups.shape != scores.shape:
+        raise ValueError(f"{folds.size} fold indices and {groups.size} groups for "
+                         f"{scores.size} pairs")
+    fold_ids, group_ids = np.unique(folds), np.unique(groups)
+    if fold_ids.size < 2:
+        raise ValueError("k-fold accuracy needs at least two folds")
+    accuracies = np.zeros(fold_ids.size)
+    thresholds = np.full((fold_ids.size, group_ids.size), np.nan)
+    for i, fold in enumerate(fold_ids):
+        test = folds == fold
+        correct = 0
+        for j, group in enumerate(group_ids):
+            members = test & (groups == group)
+            if not members.any():
+                continue
+            chosen = ~test & (groups == group)
+            if labels[chosen].all() or not labels[chosen].any():
+                chosen = ~test
+            thresholds[i, j] = best_threshold(scores[chosen], labels[chosen])
+            correct += int(np.sum((scores[members] >= thresholds[i, j]) == labels[members]))
+        accuracies[i] = correct / int(test.sum())
+    return FoldAccuracy(accuracies, thresholds)
+
+
 def interleaved_folds(labels: np.ndarray, n_folds: int = 10) -> np.ndarray:
     """Fold indices that spread each class evenly: the i-th pair of a class -> i % k.
 

@@ -17,6 +17,7 @@ from training.eval.metrics import (
     fnir_at_fpir,
     interleaved_folds,
     kfold_accuracy,
+    kfold_accuracy_by_group,
     roc_curve,
     search,
     tar_at_far,
@@ -103,6 +104,46 @@ def test_fold_thresholds_never_see_their_test_fold(monkeypatch: pytest.MonkeyPat
         assert not np.isin(test_scores, used).any()
         assert used.size == scores.size - test_scores.size
         assert result.thresholds[fold] == real(scores[folds != fold], labels[folds != fold])
+
+
+def test_one_group_is_plain_kfold_accuracy() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.random(200) < 0.5
+    scores = rng.normal(size=200) + labels
+    folds = interleaved_folds(labels, 10)
+    plain = kfold_accuracy(scores, labels, folds)
+    grouped = kfold_accuracy_by_group(scores, labels, folds, np.zeros(200, dtype=int))
+    np.testing.assert_array_equal(grouped.accuracies, plain.accuracies)
+    np.testing.assert_array_equal(grouped.thresholds[:, 0], plain.thresholds)
+
+
+def test_groups_on_different_scales_get_their_own_thresholds() -> None:
+    # group 0 separates at 0.75, group 1 at 0.25: no single threshold gets both right
+    labels = np.tile([True, False], 40)
+    groups = np.repeat([0, 1], 40)
+    scores = np.where(labels, 0.8, 0.7) - 0.5 * groups
+    folds = interleaved_folds(labels, 4)
+    grouped = kfold_accuracy_by_group(scores, labels, folds, groups)
+    assert grouped.mean == 1.0
+    assert np.all((grouped.thresholds[:, 0] > 0.7) & (grouped.thresholds[:, 0] <= 0.8))
+    assert np.all((grouped.thresholds[:, 1] > 0.2) & (grouped.thresholds[:, 1] <= 0.3))
+    assert kfold_accuracy(scores, labels, folds).mean == 0.75
+
+
+def test_a_group_with_one_class_on_the_other_folds_uses_all_their_pairs() -> None:
+    # group 1's only pair is a positive in fold 0: the other folds hold no pair of it,
+    # so its threshold is the one chosen on all of their pairs
+    labels = np.array([True, False] * 4 + [True])
+    folds = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0])
+    groups = np.array([0] * 8 + [1])
+    scores = np.where(labels, 0.9, 0.1)
+    scores[-1] = 0.6
+    grouped = kfold_accuracy_by_group(scores, labels, folds, groups)
+    assert grouped.thresholds[0, 1] == best_threshold(scores[folds == 1], labels[folds == 1])
+    assert np.isnan(grouped.thresholds[1, 1])  # fold 1 has no pair of group 1
+    assert grouped.mean == 1.0
+    with pytest.raises(ValueError, match="groups"):
+        kfold_accuracy_by_group(scores, labels, folds, groups[:-1])
 
 
 def test_a_fold_scored_with_its_own_threshold_would_differ() -> None:

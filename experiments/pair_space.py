@@ -1,0 +1,212 @@
+"""Issue 17: where a gated model should compare two faces.
+
+Today a gated model gives every face one embedding: dlib's descriptor when its Laplacian
+q is at or above the gate, the student's z below it, and any two faces are compared by
+the cosine of those. A sharp face against a blurred one is thus compared across the two
+networks (dlib's descriptor against the student's z). This script measures, on one set of
+LFW pairs and people, three ways to compare:
+
+* ``gated``: as served today, one embedding per face;
+* ``student``: the student's z for every face (no gate);
+* ``pair space``: dlib's descriptors when both faces are at or above the gate, the
+  student's z of both faces otherwise. For pairs, each space gets its own threshold,
+  chosen on the training folds (as the service calibrates per quality cell). For
+  identification the probe picks the space (a probe below the gate is searched
+  among the gallery's student z, a sharp probe as today), so that one search ranks scores
+  of one space;
+* ``fused w`` (``--weights``): ``(1 - w) x gated + w x student`` cosine for every pair,
+  i.e. the cosine of the unit vectors ``[sqrt(1 - w) g ; sqrt(w) z]``: one embedding per
+  face that a single index can search. Below the gate g is z, so two blurred faces keep
+  the student's cosine; a sharp face against a blurred one blends today's cross-network
+  cosine with the students'; two sharp faces blend dlib's with the student's.
+
+Pairs: 10-fold accuracy, both faces degraded to r and 112 px against r. Identification:
+closed-set rank-1 / rank-5 over every gallery person (one photo each), probes degraded to
+r, the gallery at r (both) or at 112 px (cross). The ``gated`` and ``student`` columns
+repeat ``lrfr eval lfw`` on the same data (a check of this script).
+
+    python experiments/pair_space.py --gated models/bundled/lrfr.onnx \\
+        --student runs/student.pt --data ../shared/data/lfw --view 1 \\
+        --out results/pair-space/devtest.md
+    # held-out people (choices): --pairs-file runs/holdout/pairs-heldout.txt
+    #                            --people-file runs/holdout/people-heldout.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.artifact import load_metadata
+from training.eval.datasets import load_lfw, load_lfw_identification
+from training.eval.embedding import load_model
+from training.eval.metrics import (
+    identification_metrics,
+    kfold_accuracy,
+    kfold_accuracy_by_group,
+    search,
+)
+from training.eval.protocols import OpenSetProtocol, PairProtocol
+from training.eval.runner import EmbeddingStore, EvalSettings, _join_images, load_faces
+from training.faces import FaceLoader
+
+
+def fused(gated: np.ndarray, student: np.ndarray, weight: float) -> np.ndarray:
+    """Unit vectors whose cosine is ``(1 - weight) x gated + weight x student``."""
+    return np.concatenate([np.sqrt(1 - weight) * gated, np.sqrt(weight) * student], axis=1)
+
+
+def gate_of(model: str) -> float:
+    """The gate q of a gated artifact (.onnx) or gated checkpoint (.pt)."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        gate = load_metadata(path).gate
+        if gate is None:
+            raise SystemExit(f"{path} is not a gated model")
+        return gate.threshold
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not state.get("gate"):
+        raise SystemExit(f"{path} is not a gated checkpoint")
+    return float(state["gate"]["threshold"])
+
+
+@dataclass
+class Spaces:
+    """The same faces embedded by the gated model and by its student, and their q."""
+
+    gated: EmbeddingStore
+    student: EmbeddingStore
+    gate: float
+
+    def get(self, side: int | None, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(gated embeddings, student z, sharp) of the faces at ``indices``."""
+        gated = self.gated.get(side, indices)  # measures q of the pixels it embeds
+        sharp = self.gated.quality(side, indices) >= self.gate
+        return gated, self.student.get(side, indices), sharp
+
+
+def pair_rows(
+    spaces: Spaces, protocol: PairProtocol, side: int, cross: bool, weights: list[float]
+) -> dict[str, Any]:
+    """Accuracy of every rule on the pairs, both at ``side`` or 112 px against it."""
+    labels = protocol.labels.astype(bool)
+    gl, sl, hl = spaces.get(None if cross else side, protocol.left)
+    gr, sr, hr = spaces.get(side, protocol.right)
+    gated = np.einsum("ij,ij->i", gl, gr).astype(np.float64)
+    student = np.einsum("ij,ij->i", sl, sr).astype(np.float64)
+    in_dlib = hl & hr
+    row: dict[str, Any] = {"dlib space share": float(in_dlib.mean())}
+    for name, scores in (("gated", gated), ("student", student)):
+        folded = kfold_accuracy(scores, labels, protocol.folds)
+        row[name] = (folded.mean, folded.std)
+    folded = kfold_accuracy_by_group(
+        np.where(in_dlib, gated, student), labels, protocol.folds, in_dlib
+    )
+    row["pair space"] = (folded.mean, folded.std)
+    for w in weights:
+        folded = kfold_accuracy((1 - w) * gated + w * student, labels, protocol.folds)
+        row[f"fused {w:g}"] = (folded.mean, folded.std)
+    return row
+
+
+def rank_rows(
+    spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool, weights: list[float]
+) -> dict[str, Any]:
+    """Closed-set rank-1 / rank-5 of every rule, the probe choosing the space."""
+    gg, sg, _ = spaces.get(None if cross else side, ident.gallery)
+    gp, sp, hp = spaces.get(side, ident.probes)
+    row: dict[str, Any] = {"sharp probe share": float(hp.mean())}
+    results = {
+        name: search(p, ident.probe_labels, g, ident.gallery_labels)
+        for name, (p, g) in (("gated", (gp, gg)), ("student", (sp, sg)))
+    }
+    results["pair space"] = type(results["gated"])(**{
+        key: np.where(hp, getattr(results["gated"], key), getattr(results["student"], key))
+        for key in results["gated"].__dataclass_fields__
+    })
+    for w in weights:
+        results[f"fused {w:g}"] = search(
+            fused(gp, sp, w), ident.probe_labels, fused(gg, sg, w), ident.gallery_labels
+        )
+    for name in results:
+        summary: dict[str, Any] = identification_metrics(results[name], (1, 5), ())
+        row[name] = (float(summary["rank1"]), float(summary["rank5"]))
+    return row
+
+
+def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str) -> list[str]:
+    share = "dlib space share" if pairs else "sharp probe share"
+    unit = "accuracy % (sd)" if pairs else "rank-1 / rank-5 %"
+    rules = [key for key in rows[0][1] if key != share]
+    lines = [f"### {title}", "", f"| {unit} | " + " | ".join(rules) + f" | {share} |",
+             "|---" * (len(rules) + 2) + "|"]
+    for label, row in rows:
+        if pairs:
+            cells = [f"{100 * m:.2f} ({100 * s:.2f})" for m, s in (row[r] for r in rules)]
+        else:
+            cells = [f"{100 * a:.2f} / {100 * b:.2f}" for a, b in (row[r] for r in rules)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * row[share]:.1f} % |")
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gated", required=True, help="gated artifact (.onnx) or checkpoint (.pt)")
+    parser.add_argument("--student", required=True, help="the student branch's checkpoint")
+    parser.add_argument("--data", default="../shared/data/lfw")
+    parser.add_argument("--view", type=int, default=1)
+    parser.add_argument("--pairs-file", default=None)
+    parser.add_argument("--people-file", default="peopleDevTest.txt")
+    parser.add_argument("--resolutions", default="112,28,14,7")
+    parser.add_argument("--weights", default="", help="student weights w of fused rows, e.g. 0.5")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", required=True, help="Markdown table (a .json beside it)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    protocol = load_lfw(args.data, view=args.view, pairs_file=args.pairs_file)
+    images, ident = _join_images(
+        protocol, load_lfw_identification(args.data, people_file=args.people_file)
+    )
+    faces = load_faces(images, FaceLoader("lfw"), progress=False)
+    settings = EvalSettings(progress=False)
+    spaces = Spaces(
+        gated=EmbeddingStore(load_model(args.gated, threads=args.threads), faces, settings),
+        student=EmbeddingStore(load_model(args.student), faces, settings),
+        gate=gate_of(args.gated),
+    )
+    sides = [int(s) for s in args.resolutions.split(",")]
+    weights = [float(w) for w in args.weights.split(",") if w]
+    if any(not 0.0 < w < 1.0 for w in weights):
+        raise SystemExit(f"--weights must lie in (0, 1), got {args.weights}")
+    cross = [s for s in sides if s < 112]
+    pair_table = [(f"both {s} px", pair_rows(spaces, protocol, s, False, weights)) for s in sides]
+    pair_table += [(f"112 / {s} px", pair_rows(spaces, protocol, s, True, weights)) for s in cross]
+    rank_table = [(f"both {s} px", rank_rows(spaces, ident, s, False, weights)) for s in sides]
+    rank_table += [(f"112 / {s} px", rank_rows(spaces, ident, s, True, weights)) for s in cross]
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"Pair space (experiments/pair_space.py): gated `{args.gated}`, student "
+        f"`{args.student}`, gate q >= {spaces.gate:.3f}; {protocol.name}, {protocol.pairs} "
+        f"pairs; {ident.name}, {len(ident.gallery)} gallery people, {len(ident.probes)} probes.",
+        "",
+    ]
+    text = "\n".join(header + markdown(pair_table, True, "Pairs")
+                     + markdown(rank_table, False, "Identification (closed set)"))
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"gated": args.gated, "student": args.student, "gate": spaces.gate,
+         "pairs": dict(pair_table), "identification": dict(rank_table)}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
