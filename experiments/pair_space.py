@@ -26,10 +26,10 @@ r, the gallery at r (both) or at 112 px (cross). The ``gated`` and ``student`` c
 repeat ``lrfr eval lfw`` on the same data (a check of this script).
 
     python experiments/pair_space.py --gated models/bundled/lrfr.onnx \\
-        --student runs/student.pt --data ../shared/data/lfw --view 1 \\
-        --out results/pair-space/devtest.md
-    # held-out people (choices): --pairs-file runs/holdout/pairs-heldout.txt
-    #                            --people-file runs/holdout/people-heldout.txt
+        --data ../shared/data/lfw --view 1 --out results/pair-space/devtest.md
+    # held-out people (choices): --gated GATED.pt --student STUDENT.pt
+    #     --pairs-file $PWD/runs/holdout/pairs-heldout.txt
+    #     --people-file $PWD/runs/holdout/people-heldout.txt
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gated", required=True, help="gated artifact (.onnx) or checkpoint (.pt)")
-    parser.add_argument("--student", required=True, help="the student branch's checkpoint")
+    parser.add_argument("--student", default=None, help="the student's checkpoint (default, "
+                        "for a gated .onnx: its blurred branch, lrfr eval --branch blurred)")
     parser.add_argument("--data", default="../shared/data/lfw")
     parser.add_argument("--view", type=int, default=1)
     parser.add_argument("--pairs-file", default=None)
@@ -174,11 +175,15 @@ def main() -> None:
     images, ident = _join_images(
         protocol, load_lfw_identification(args.data, people_file=args.people_file)
     )
+    if args.student is None and not args.gated.endswith(".onnx"):
+        raise SystemExit("--student is needed unless --gated is an ONNX artifact")
+    student = (load_model(args.student) if args.student
+               else load_model(args.gated, threads=args.threads, branch="blurred"))
     faces = load_faces(images, FaceLoader("lfw"), progress=False)
     settings = EvalSettings(progress=False)
     spaces = Spaces(
         gated=EmbeddingStore(load_model(args.gated, threads=args.threads), faces, settings),
-        student=EmbeddingStore(load_model(args.student), faces, settings),
+        student=EmbeddingStore(student, faces, settings),
         gate=gate_of(args.gated),
     )
     sides = [int(s) for s in args.resolutions.split(",")]
@@ -195,8 +200,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = [
         f"Pair space (experiments/pair_space.py): gated `{args.gated}`, student "
-        f"`{args.student}`, gate q >= {spaces.gate:.3f}; {protocol.name}, {protocol.pairs} "
-        f"pairs; {ident.name}, {len(ident.gallery)} gallery people, {len(ident.probes)} probes.",
+        f"`{args.student or 'its blurred branch'}`, gate q >= {spaces.gate:.3f}; "
+        f"{protocol.name}, {protocol.pairs} pairs; {ident.name}, {len(ident.gallery)} "
+        f"gallery people, {len(ident.probes)} probes.",
         "",
     ]
     text = "\n".join(header + markdown(pair_table, True, "Pairs")

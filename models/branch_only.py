@@ -14,6 +14,10 @@ the compute is thrown away. The rewrite keeps the graph's function and contract 
 Each branch is the original nodes, copied, so a mixed batch is split and scattered back
 in order, and a batch of one runs one network. The rewrite needs only ``onnx`` (no
 torch) and works on any graph whose output is such a ``Where`` (fp32 or quantized).
+
+:func:`blurred_branch` shuts the gate instead: every face takes the blurred branch (the
+student), whatever its q, which gives the student's z of a sharp face, an embedding the
+gated graph never computes.
 """
 
 from __future__ import annotations
@@ -202,4 +206,42 @@ def make_branch_only(model: onnx.ModelProto) -> onnx.ModelProto:
     if graph.output[0].type.tensor_type.elem_type != TensorProto.FLOAT:
         raise GraphRewriteError("the gated graph's output is not float32")
     onnx.checker.check_model(result)
+    return result
+
+
+def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The gated ``model`` (either form, any precision) with its gate shut: every face
+    takes the blurred branch, so the graph gives the student's embedding of every face
+    with the same input, output and casts. The result is branch-only: the sharp branch
+    runs on no row.
+
+    Raises:
+        GraphRewriteError: ``model`` is neither form of a gated graph.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    both = is_gated_both_branches(result)
+    if both:
+        _, mask = find_gate(graph)
+    else:
+        negations = [n for n in graph.node if n.name == "gate/not" and n.op_type == "Not"]
+        if len(negations) != 1:
+            raise GraphRewriteError(
+                "not a gated graph: its output is neither a Where of two branches nor the "
+                "branch-only rewrite's scatter"
+            )
+        mask = negations[0].input[0]
+    shut = "gate/shut"
+    for node in graph.node:
+        node.input[:] = [shut if name == mask else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "gate/never"))
+    producer = next(i for i, node in enumerate(graph.node) if mask in node.output)
+    graph.node.insert(producer + 1, helper.make_node(
+        "And", [mask, "gate/never"], [shut], name="gate/shut"
+    ))
+    if both:
+        result = make_branch_only(result)
+    # no onnx.checker here: float16 copies list their casts out of topological order,
+    # which ONNX Runtime accepts (it sorts the graph itself)
     return result

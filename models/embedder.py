@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -59,6 +60,9 @@ class OnnxEmbedder:
             ONNX Runtime's default, they do). ``False`` lets them sleep, leaving the cores
             to the rest of the process and to other processes: on a 2-core machine shared
             with other work, a 2-face batch took 16 ms instead of 38 ms.
+        branch: ``"blurred"``: only the blurred branch (the student) of a gated artifact,
+            for every face whatever its q (``models.branch_only.blurred_branch``); ``None``:
+            the artifact as it is.
     """
 
     def __init__(
@@ -68,11 +72,27 @@ class OnnxEmbedder:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         spin: bool | None = None,
+        branch: Literal["blurred"] | None = None,
     ) -> None:
         import onnxruntime as ort  # the service extra; kept local so metadata tools need none
 
         self.path = Path(onnx_path)
         self.metadata = load_metadata(self.path)
+        self.branch = branch
+        source: str | bytes = str(self.path)
+        if branch is not None:
+            if branch != "blurred":
+                raise ValueError(f"unknown branch {branch!r}; a gated artifact has 'blurred'")
+            if self.metadata.gate is None:
+                raise ArtifactError(f"{self.path} is not a gated model: it has no branches")
+            import onnx  # like onnxruntime, only where an artifact is run
+
+            from models.branch_only import GraphRewriteError, blurred_branch
+
+            try:
+                source = blurred_branch(onnx.load(str(self.path))).SerializeToString()
+            except GraphRewriteError as exc:
+                raise ArtifactError(f"{self.path}: {exc}") from exc
         available = ort.get_available_providers()
         if providers is None:
             preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -84,7 +104,7 @@ class OnnxEmbedder:
             options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=list(providers)
+                source, sess_options=options, providers=list(providers)
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc

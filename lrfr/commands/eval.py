@@ -53,6 +53,8 @@ LANDMARKS = typer.Option(
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 FLIP = typer.Option(False, "--flip", help="Test-time flip averaging: each embedding is the "
                     "normalised sum of the face's and its mirror image's.")
+BRANCH = typer.Option(None, "--branch", help="'blurred': evaluate only the student of a gated "
+                      "ONNX artifact, on every face whatever its quality (the gate shut).")
 CAMERA = typer.Option(False, "--camera", help="Camera effects on every degraded face (blur, "
                       "sensor noise, gamma, JPEG: training.degrade.CameraEffects' defaults), "
                       "seeded per image and side: repeatable.")
@@ -100,6 +102,7 @@ def _run(
     limit: int | None,
     device: str,
     threads: int | None,
+    branch: str | None = None,
 ) -> None:
     from training.eval.datasets import DatasetLayoutError
     from training.eval.embedding import load_model
@@ -113,7 +116,10 @@ def _run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     try:
-        embedder = load_model(model, device=device, threads=threads)
+        if branch not in (None, "blurred"):
+            raise ValueError(f"--branch must be 'blurred', got {branch!r}")
+        embedder = load_model(model, device=device, threads=threads,
+                              branch="blurred" if branch else None)
     except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot load model {model}: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -182,7 +188,7 @@ _TRAILING = (
     ("landmarks", Path | None, LANDMARKS), ("limit", int | None, LIMIT), ("down", str, DOWN),
     ("up", str, UP), ("batch_size", int, BATCH), ("workers", int, WORKERS),
     ("device", str, DEVICE), ("threads", int | None, THREADS), ("progress", bool, PROGRESS),
-    ("flip", bool, FLIP), ("camera", bool, CAMERA),
+    ("flip", bool, FLIP), ("camera", bool, CAMERA), ("branch", str | None, BRANCH),
 )
 
 
@@ -198,7 +204,7 @@ def _command(protocol: EvalProtocol) -> Callable[..., None]:
             lambda: protocol.load(v["data"], own),
             load_identification=lambda: protocol.identification(v["data"], own),
             model=v["model"], data=v["data"], out=v["out"], limit=v["limit"],
-            device=v["device"], threads=v["threads"],
+            device=v["device"], threads=v["threads"], branch=v["branch"],
             settings=_settings(v["resolutions"], v["down"], v["up"], v["batch_size"],
                                v["workers"], v["progress"], own.get("cross_resolution", False),
                                v["flip"], v["camera"]),

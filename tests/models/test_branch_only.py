@@ -1,6 +1,7 @@
 """The branch-only rewrite of gated graphs (models.branch_only): the same embeddings as the
 graph that runs both branches, for mixed, one-sided, single and empty batches, while each
-face goes through one branch only."""
+face goes through one branch only; and the blurred branch cut out of either form, which
+embeds every face by the student (``OnnxEmbedder(..., branch="blurred")``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
-from models.artifact import GateBranch, GateInfo
+from models.artifact import ArtifactError, GateBranch, GateInfo
 from models.backbones.gated import QualityGated
 from models.branch_only import (
     GraphRewriteError,
+    blurred_branch,
     find_gate,
     is_gated_both_branches,
     make_branch_only,
 )
+from models.embedder import OnnxEmbedder, to_tensor
 from models.export import export_onnx
 
 GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
@@ -33,12 +37,16 @@ def _inputs(amplitudes: list[float], seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def gated_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gated_module() -> QualityGated:
     from tests.models.conftest import make_tiny_backbone
 
-    gated = QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1), gate=3.0)
+    return QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1), gate=3.0).eval()
+
+
+@pytest.fixture(scope="module")
+def gated_graph(gated_module: QualityGated, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gated") / "g.onnx"
-    export_onnx(gated, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE,
+    export_onnx(gated_module, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE,
                 branch_only=False)  # the graph as exported before: both branches, a Where
     return path
 
@@ -92,3 +100,53 @@ def test_refuses_a_graph_that_is_not_gated(tiny_artifact: Path) -> None:
         make_branch_only(onnx.load(str(tiny_artifact)))
     with pytest.raises(GraphRewriteError):
         find_gate(onnx.load(str(tiny_artifact)).graph)
+
+
+def _student(gated: QualityGated, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.nn.functional.normalize(gated.blurred(torch.from_numpy(batch)), dim=1).numpy()
+
+
+@pytest.mark.parametrize("rewrite", [False, True], ids=["both-branches", "branch-only"])
+def test_the_blurred_branch_embeds_every_face_by_the_student(
+    gated_module: QualityGated, gated_graph: Path, rewrite: bool
+) -> None:
+    model = onnx.load(str(gated_graph))
+    if rewrite:
+        model = make_branch_only(model)
+    branch = blurred_branch(model)
+    assert [i.name for i in branch.graph.input] == ["input"]
+    assert [o.name for o in branch.graph.output] == ["embedding"]
+    batch = _inputs([1.0, 0.001, 0.5, 0.002])
+    sharp = np.array([True, False, True, False])
+    served, student = _run(gated_graph, batch), _run(branch, batch)
+    np.testing.assert_allclose(student, _student(gated_module, batch), atol=1e-5)
+    np.testing.assert_allclose(student[~sharp], served[~sharp], atol=1e-6)
+    # sharp faces: the gated graph answers by the other branch, the cut-out one by the student
+    assert not np.allclose(student[sharp], served[sharp], atol=1e-3)
+    assert _run(branch, _inputs([])).shape == (0, 16)
+
+
+def test_a_graph_without_branches_has_no_blurred_branch(tiny_artifact: Path) -> None:
+    with pytest.raises(GraphRewriteError, match="not a gated graph"):
+        blurred_branch(onnx.load(str(tiny_artifact)))
+    with pytest.raises(ArtifactError, match="not a gated model"):
+        OnnxEmbedder(tiny_artifact, branch="blurred")
+
+
+def test_the_embedder_runs_the_blurred_branch_of_an_artifact(
+    gated_module: QualityGated, tmp_path: Path
+) -> None:
+    path = tmp_path / "gated.onnx"
+    export_onnx(gated_module, path, name="g", version="0", backbone_name="ir-tiny", gate=GATE)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    served = OnnxEmbedder(path).embed_pixels(pixels)
+    student = OnnxEmbedder(path, branch="blurred")
+    assert student.branch == "blurred"
+    np.testing.assert_allclose(
+        student.embed_pixels(pixels),
+        _student(gated_module, to_tensor(pixels, student.metadata)), atol=1e-5,
+    )
+    assert served.shape == student.embed_pixels(pixels).shape
+    with pytest.raises(ValueError, match="unknown branch"):
+        OnnxEmbedder(path, branch="sharp")  # type: ignore[arg-type]

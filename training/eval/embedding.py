@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -66,11 +66,15 @@ class FlipAveraged:
 class OnnxModel:
     """An ONNX artifact (``model.onnx`` + ``model.json``) run by ONNX Runtime."""
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None,
+        branch: Literal["blurred"] | None = None,
+    ) -> None:
         from models.embedder import OnnxEmbedder
 
         self.path = Path(path)
-        self.embedder = OnnxEmbedder(self.path, threads=threads)
+        self.branch = branch
+        self.embedder = OnnxEmbedder(self.path, threads=threads, branch=branch)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -83,7 +87,8 @@ class OnnxModel:
         meta = self.embedder.metadata.model_dump(mode="json")
         keep = ("name", "version", "backbone", "head", "embedding_size", "training_data",
                 "git_commit", "created_at", "onnx_sha256")
-        return {"format": "onnx", "path": str(self.path), **{k: meta.get(k) for k in keep}}
+        described = {"format": "onnx", "path": str(self.path), **{k: meta.get(k) for k in keep}}
+        return {**described, "branch": self.branch} if self.branch else described
 
 
 class TorchModuleModel:
@@ -223,10 +228,14 @@ class DlibModel:
 
 
 def load_model(
-    path: str | Path, *, device: str = "cpu", threads: int | None = None
+    path: str | Path, *, device: str = "cpu", threads: int | None = None,
+    branch: Literal["blurred"] | None = None,
 ) -> EmbeddingModel:
     """An ONNX artifact (``.onnx``, or a folder holding ``model.onnx``), a checkpoint, or
-    ``dlib`` (dlib's face recogniser, :class:`DlibModel`)."""
+    ``dlib`` (dlib's face recogniser, :class:`DlibModel`); ``branch="blurred"``: only the
+    student of a gated ONNX artifact, for every face."""
+    if branch is not None and (str(path) == "dlib" or Path(path).suffix in CHECKPOINT_SUFFIXES):
+        raise ValueError("a branch can only be chosen in a gated ONNX artifact")
     if str(path) == "dlib":
         return DlibModel(threads=threads)
     path = Path(path)
@@ -235,7 +244,7 @@ def load_model(
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     if path.suffix == ".onnx":
-        return OnnxModel(path, threads=threads)
+        return OnnxModel(path, threads=threads, branch=branch)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return TorchCheckpointModel(path, device=device)
     raise ValueError(

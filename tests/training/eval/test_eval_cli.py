@@ -128,6 +128,45 @@ def test_cli_reports_bad_inputs(pixel_model: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0
 
 
+def test_eval_of_the_blurred_branch_is_the_students_own(
+    pixel_model: Path, lfw_dir: Path, tmp_path: Path
+) -> None:
+    from models.artifact import GateBranch, GateInfo
+    from models.backbones.gated import QualityGated
+    from models.export import export_onnx
+    from tests.models.conftest import make_tiny_backbone
+
+    sharp, student = make_tiny_backbone(seed=0), make_tiny_backbone(seed=1)
+    # gate 0: every face is "sharp", so only --branch blurred can reach the student
+    gate = GateInfo(threshold=0.0, sharp=GateBranch(name="a", source="seed 0"),
+                    blurred=GateBranch(name="b", source="seed 1"), chosen_on="a test")
+    export_onnx(QualityGated(sharp, student, gate=0.0), tmp_path / "gated.onnx", name="g",
+                version="0", backbone_name="ir-tiny", gate=gate)
+    export_onnx(student, tmp_path / "student.onnx", name="s", version="0",
+                backbone_name="ir-tiny")
+    runs = {}
+    for name, model, extra in (("gated", "gated", ()), ("branch", "gated", ("--branch", "blurred")),
+                               ("student", "student", ())):
+        _invoke("lfw", "--model", str(tmp_path / f"{model}.onnx"), "--data", str(lfw_dir),
+                "--out", str(tmp_path / name), "--limit", "40", "--resolutions", "112,14",
+                *extra)
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["branch"]["model"]["branch"] == "blurred"
+    assert "branch" not in runs["gated"]["model"]
+    for key in ("112", "14"):
+        branch, alone = runs["branch"]["resolutions"][key], runs["student"]["resolutions"][key]
+        assert branch["auc"] == pytest.approx(alone["auc"], abs=1e-9)
+        assert branch["accuracy"] == pytest.approx(alone["accuracy"], abs=1e-9)
+    assert runs["gated"]["resolutions"]["14"]["auc"] != runs["branch"]["resolutions"]["14"]["auc"]
+
+    runner = CliRunner()
+    for model, branch, message in ((pixel_model, "blurred", "not a gated model"),
+                                   (tmp_path / "gated.onnx", "sharp", "must be 'blurred'")):
+        result = runner.invoke(app, ["eval", "lfw", "--model", str(model), "--data", str(lfw_dir),
+                                     "--out", str(tmp_path / "o"), "--branch", branch])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_parse_resolutions() -> None:
     assert parse_resolutions("112, 56,28") == (112, 56, 28)
     assert parse_resolutions("native,14,14") == (None, 14)
