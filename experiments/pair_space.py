@@ -18,7 +18,11 @@ LFW pairs and people, three ways to compare:
   i.e. the cosine of the unit vectors ``[sqrt(1 - w) g ; sqrt(w) z]``: one embedding per
   face that a single index can search. Below the gate g is z, so two blurred faces keep
   the student's cosine; a sharp face against a blurred one blends today's cross-network
-  cosine with the students'; two sharp faces blend dlib's with the student's.
+  cosine with the students'; two sharp faces blend dlib's with the student's;
+* ``flip sharp`` (``--flip-sharp``): as served, but each face at or above the gate
+  embedded as the normalised sum of dlib's descriptors of it and of its mirror image
+  (flip test-time averaging on the sharp branch only; blurred faces unchanged), alone
+  and with the pair space.
 
 Pairs: 10-fold accuracy, both faces degraded to r and 112 px against r. Identification:
 closed-set rank-1 / rank-5 over every gallery person (one photo each), probes degraded to
@@ -83,12 +87,20 @@ class Spaces:
     gated: EmbeddingStore
     student: EmbeddingStore
     gate: float
+    flipped: EmbeddingStore | None = None
 
     def get(self, side: int | None, indices: np.ndarray) -> tuple[np.ndarray, ...]:
         """(gated embeddings, student z, sharp) of the faces at ``indices``."""
         gated = self.gated.get(side, indices)  # measures q of the pixels it embeds
         sharp = self.gated.quality(side, indices) >= self.gate
         return gated, self.student.get(side, indices), sharp
+
+    def flip_sharp(self, side: int | None, indices: np.ndarray) -> np.ndarray:
+        """The gated embeddings with flip averaging on the sharp faces only (dlib's branch:
+        a face and its mirror image have the same q, so the same branch)."""
+        assert self.flipped is not None
+        gated, _, sharp = self.get(side, indices)
+        return np.where(sharp[:, None], self.flipped.get(side, indices), gated)
 
 
 def pair_rows(
@@ -112,6 +124,17 @@ def pair_rows(
     for w in weights:
         folded = kfold_accuracy((1 - w) * gated + w * student, labels, protocol.folds)
         row[f"fused {w:g}"] = (folded.mean, folded.std)
+    if spaces.flipped is not None:
+        flipped = np.einsum(
+            "ij,ij->i", spaces.flip_sharp(None if cross else side, protocol.left),
+            spaces.flip_sharp(side, protocol.right),
+        ).astype(np.float64)
+        folded = kfold_accuracy(flipped, labels, protocol.folds)
+        row["flip sharp"] = (folded.mean, folded.std)
+        folded = kfold_accuracy_by_group(
+            np.where(in_dlib, flipped, student), labels, protocol.folds, in_dlib
+        )
+        row["pair space + flip sharp"] = (folded.mean, folded.std)
     return row
 
 
@@ -134,6 +157,16 @@ def rank_rows(
         results[f"fused {w:g}"] = search(
             fused(gp, sp, w), ident.probe_labels, fused(gg, sg, w), ident.gallery_labels
         )
+    if spaces.flipped is not None:
+        results["flip sharp"] = search(
+            spaces.flip_sharp(side, ident.probes), ident.probe_labels,
+            spaces.flip_sharp(None if cross else side, ident.gallery), ident.gallery_labels,
+        )
+        results["pair space + flip sharp"] = type(results["gated"])(**{
+            key: np.where(hp, getattr(results["flip sharp"], key),
+                          getattr(results["student"], key))
+            for key in results["gated"].__dataclass_fields__
+        })
     for name in results:
         summary: dict[str, Any] = identification_metrics(results[name], (1, 5), ())
         row[name] = (float(summary["rank1"]), float(summary["rank5"]))
@@ -166,6 +199,8 @@ def main() -> None:
     parser.add_argument("--people-file", default="peopleDevTest.txt")
     parser.add_argument("--resolutions", default="112,28,14,7")
     parser.add_argument("--weights", default="", help="student weights w of fused rows, e.g. 0.5")
+    parser.add_argument("--flip-sharp", action="store_true",
+                        help="also flip test-time averaging on the sharp faces only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True, help="Markdown table (a .json beside it)")
     args = parser.parse_args()
@@ -185,6 +220,10 @@ def main() -> None:
         gated=EmbeddingStore(load_model(args.gated, threads=args.threads), faces, settings),
         student=EmbeddingStore(student, faces, settings),
         gate=gate_of(args.gated),
+        flipped=EmbeddingStore(
+            load_model(args.gated, threads=args.threads), faces,
+            EvalSettings(progress=False, flip=True),
+        ) if args.flip_sharp else None,
     )
     sides = [int(s) for s in args.resolutions.split(",")]
     weights = [float(w) for w in args.weights.split(",") if w]
