@@ -57,7 +57,7 @@ from training.eval.metrics import (
     search,
 )
 from training.eval.protocols import OpenSetProtocol, PairProtocol
-from training.eval.runner import EmbeddingStore, EvalSettings, _join_images, load_faces
+from training.eval.runner import EmbeddingStore, EvalSettings, join_images, load_faces
 from training.faces import FaceLoader
 
 
@@ -207,7 +207,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     protocol = load_lfw(args.data, view=args.view, pairs_file=args.pairs_file)
-    images, ident = _join_images(
+    images, ident = join_images(
         protocol, load_lfw_identification(args.data, people_file=args.people_file)
     )
     if args.student is None and not args.gated.endswith(".onnx"):

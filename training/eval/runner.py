@@ -340,7 +340,7 @@ def _add_decisions(
         )
 
 
-def _join_images(
+def join_images(
     protocol: Protocol, identification: OpenSetProtocol
 ) -> tuple[list[Path], OpenSetProtocol]:
     """The protocol's images followed by the identification's other images, and the
@@ -411,7 +411,7 @@ def evaluate(
     images = protocol.images
     ident = None
     if identification is not None:
-        images, ident = _join_images(protocol, identification.subset(limit))
+        images, ident = join_images(protocol, identification.subset(limit))
     started = time.perf_counter()
     logger.info("%s: decoding %d images", protocol.name, len(images))
     faces = load_face_set(images, loader, workers=settings.workers, progress=settings.progress)
