@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from models.artifact import load_metadata
 from training.eval.datasets import load_lfw, load_lfw_identification
 from training.eval.embedding import load_model
 from training.eval.metrics import (
+    SearchResults,
     identification_metrics,
     kfold_accuracy,
     kfold_accuracy_by_group,
@@ -67,15 +68,18 @@ def fused(gated: np.ndarray, student: np.ndarray, weight: float) -> np.ndarray:
 
 
 def gate_of(model: str) -> float:
-    """The gate q of a gated artifact (.onnx) or gated checkpoint (.pt)."""
+    """The gate q of a gated artifact (.onnx, or a folder with model.onnx) or gated
+    checkpoint (.pt)."""
     path = Path(model)
+    if path.is_dir():
+        path = path / "model.onnx"
     if path.suffix == ".onnx":
         gate = load_metadata(path).gate
         if gate is None:
             raise SystemExit(f"{path} is not a gated model")
         return gate.threshold
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if not state.get("gate"):
+    if not isinstance(state, dict) or not state.get("gate"):
         raise SystemExit(f"{path} is not a gated checkpoint")
     return float(state["gate"]["threshold"])
 
@@ -138,6 +142,14 @@ def pair_rows(
     return row
 
 
+def per_probe(sharp: np.ndarray, if_sharp: SearchResults, if_not: SearchResults) -> SearchResults:
+    """Each probe's search from ``if_sharp`` where it is sharp, else from ``if_not``."""
+    return SearchResults(**{
+        field.name: np.where(sharp, getattr(if_sharp, field.name), getattr(if_not, field.name))
+        for field in fields(SearchResults)
+    })
+
+
 def rank_rows(
     spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool, weights: list[float]
 ) -> dict[str, Any]:
@@ -149,10 +161,7 @@ def rank_rows(
         name: search(p, ident.probe_labels, g, ident.gallery_labels)
         for name, (p, g) in (("gated", (gp, gg)), ("student", (sp, sg)))
     }
-    results["pair space"] = type(results["gated"])(**{
-        key: np.where(hp, getattr(results["gated"], key), getattr(results["student"], key))
-        for key in results["gated"].__dataclass_fields__
-    })
+    results["pair space"] = per_probe(hp, results["gated"], results["student"])
     for w in weights:
         results[f"fused {w:g}"] = search(
             fused(gp, sp, w), ident.probe_labels, fused(gg, sg, w), ident.gallery_labels
@@ -162,11 +171,9 @@ def rank_rows(
             spaces.flip_sharp(side, ident.probes), ident.probe_labels,
             spaces.flip_sharp(None if cross else side, ident.gallery), ident.gallery_labels,
         )
-        results["pair space + flip sharp"] = type(results["gated"])(**{
-            key: np.where(hp, getattr(results["flip sharp"], key),
-                          getattr(results["student"], key))
-            for key in results["gated"].__dataclass_fields__
-        })
+        results["pair space + flip sharp"] = per_probe(
+            hp, results["flip sharp"], results["student"]
+        )
     for name in results:
         summary: dict[str, Any] = identification_metrics(results[name], (1, 5), ())
         row[name] = (float(summary["rank1"]), float(summary["rank5"]))
@@ -174,6 +181,7 @@ def rank_rows(
 
 
 def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str) -> list[str]:
+    """One Markdown table: a row per setting, a column per rule, then the share column."""
     share = "dlib space share" if pairs else "sharp probe share"
     unit = "accuracy % (sd)" if pairs else "rank-1 / rank-5 %"
     rules = [key for key in rows[0][1] if key != share]
@@ -204,14 +212,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True, help="Markdown table (a .json beside it)")
     args = parser.parse_args()
+    try:
+        sides = [int(s) for s in args.resolutions.split(",")]
+        weights = [float(w) for w in args.weights.split(",") if w]
+    except ValueError as exc:
+        raise SystemExit(f"--resolutions and --weights take comma-separated numbers: {exc}") \
+            from exc
+    if any(not 0.0 < w < 1.0 for w in weights):
+        raise SystemExit(f"--weights must lie in (0, 1), got {args.weights}")
+    if args.student is None and not (args.gated.endswith(".onnx") or Path(args.gated).is_dir()):
+        raise SystemExit("--student is needed unless --gated is an ONNX artifact")
     torch.set_num_threads(args.threads)
 
     protocol = load_lfw(args.data, view=args.view, pairs_file=args.pairs_file)
     images, ident = join_images(
         protocol, load_lfw_identification(args.data, people_file=args.people_file)
     )
-    if args.student is None and not args.gated.endswith(".onnx"):
-        raise SystemExit("--student is needed unless --gated is an ONNX artifact")
     student = (load_model(args.student) if args.student
                else load_model(args.gated, threads=args.threads, branch="blurred"))
     faces = load_faces(images, FaceLoader("lfw"), progress=False)
@@ -225,10 +241,6 @@ def main() -> None:
             EvalSettings(progress=False, flip=True),
         ) if args.flip_sharp else None,
     )
-    sides = [int(s) for s in args.resolutions.split(",")]
-    weights = [float(w) for w in args.weights.split(",") if w]
-    if any(not 0.0 < w < 1.0 for w in weights):
-        raise SystemExit(f"--weights must lie in (0, 1), got {args.weights}")
     cross = [s for s in sides if s < 112]
     pair_table = [(f"both {s} px", pair_rows(spaces, protocol, s, False, weights)) for s in sides]
     pair_table += [(f"112 / {s} px", pair_rows(spaces, protocol, s, True, weights)) for s in cross]

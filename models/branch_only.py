@@ -210,17 +210,21 @@ def make_branch_only(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The gated ``model`` (either form, any precision) with its gate shut: every face
-    takes the blurred branch, so the graph gives the student's embedding of every face
-    with the same input, output and casts. The result is branch-only: the sharp branch
-    runs on no row.
+    """The gated ``model`` with its gate shut: every face takes the blurred branch, so the
+    graph gives the student's embedding of every face with the same input, output and
+    casts. ``model`` is a gated graph as exported (both branches, a ``Where``) or its
+    branch-only rewrite in any precision (``lrfr quantize`` rewrites before converting).
+    The result is branch-only: the sharp branch runs on no row.
 
     Raises:
-        GraphRewriteError: ``model`` is neither form of a gated graph.
+        GraphRewriteError: ``model`` is neither form of a gated graph, or its gate is
+            already shut.
     """
     result = onnx.ModelProto()
     result.CopyFrom(model)
     graph = result.graph
+    if any(node.name == "gate/shut" for node in graph.node):
+        raise GraphRewriteError("the gate of this graph is already shut")
     both = is_gated_both_branches(result)
     if both:
         _, mask = find_gate(graph)
@@ -236,7 +240,9 @@ def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:
         node.input[:] = [shut if name == mask else name for name in node.input]
     graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "gate/never"))
-    producer = next(i for i, node in enumerate(graph.node) if mask in node.output)
+    producer = next((i for i, node in enumerate(graph.node) if mask in node.output), None)
+    if producer is None:
+        raise GraphRewriteError(f"the gate's mask {mask!r} is not computed in the graph")
     graph.node.insert(producer + 1, helper.make_node(
         "And", [mask, "gate/never"], [shut], name="gate/shut"
     ))

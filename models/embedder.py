@@ -93,6 +93,8 @@ class OnnxEmbedder:
                 source = blurred_branch(onnx.load(str(self.path))).SerializeToString()
             except GraphRewriteError as exc:
                 raise ArtifactError(f"{self.path}: {exc}") from exc
+            except Exception as exc:  # onnx raises protobuf and checker errors of its own
+                raise ArtifactError(f"cannot read the graph of {self.path}: {exc}") from exc
         available = ort.get_available_providers()
         if providers is None:
             preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -127,6 +127,18 @@ def test_the_blurred_branch_embeds_every_face_by_the_student(
     assert _run(branch, _inputs([])).shape == (0, 16)
 
 
+def test_the_shut_gate_sends_no_row_to_the_sharp_branch(gated_graph: Path) -> None:
+    rewritten = make_branch_only(onnx.load(str(gated_graph)))
+    mask = next(node for node in rewritten.graph.node if node.name == "gate/not").input[0]
+    branch = blurred_branch(rewritten)
+    readers = [node for node in branch.graph.node if mask in node.input]
+    assert [node.name for node in readers] == ["gate/shut"]  # NonZero and Not read the shut one
+    sharp_rows = next(node for node in branch.graph.node if node.name == "gate/sharp_nonzero")
+    assert list(sharp_rows.input) == ["gate/shut"]
+    with pytest.raises(GraphRewriteError, match="already shut"):
+        blurred_branch(branch)
+
+
 def test_a_graph_without_branches_has_no_blurred_branch(tiny_artifact: Path) -> None:
     with pytest.raises(GraphRewriteError, match="not a gated graph"):
         blurred_branch(onnx.load(str(tiny_artifact)))
@@ -147,6 +159,7 @@ def test_the_embedder_runs_the_blurred_branch_of_an_artifact(
         student.embed_pixels(pixels),
         _student(gated_module, to_tensor(pixels, student.metadata)), atol=1e-5,
     )
-    assert served.shape == student.embed_pixels(pixels).shape
+    # noise pictures are sharp: the artifact as served answers by the other branch
+    assert not np.allclose(served, student.embed_pixels(pixels), atol=1e-3)
     with pytest.raises(ValueError, match="unknown branch"):
         OnnxEmbedder(path, branch="sharp")  # type: ignore[arg-type]

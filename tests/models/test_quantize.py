@@ -66,16 +66,19 @@ def test_int8_copy(gated_artifact: Path, tmp_path: Path) -> None:
     assert gate_convs and not set(gate_convs[0].input) & quantized_inputs
     embedder = OnnxEmbedder(tmp_path / "g.int8.onnx")
     assert embedder.embed_pixels(_crops(3)).shape == (3, 16)
-    _blurred_branch_agrees(tmp_path / "g.int8.onnx")
+    _blurred_branch_agrees(tmp_path / "g.int8.onnx", gated_artifact, min_cosine=0.95)
 
 
-def _blurred_branch_agrees(path: Path) -> None:
-    """The converted graph's student, cut out, answers its blurred faces as the graph does."""
+def _blurred_branch_agrees(path: Path, source: Path, *, min_cosine: float) -> None:
+    """The converted graph's student, its gate shut, answers its blurred faces as the graph
+    does, and its sharp ones close to the float32 student's answers."""
     crops = _crops(4)  # sharp, blurred, sharp, blurred
     served = OnnxEmbedder(path).embed_pixels(crops)
     student = OnnxEmbedder(path, branch="blurred").embed_pixels(crops)
     np.testing.assert_allclose(student[1::2], served[1::2], atol=1e-5)
     assert not np.allclose(student[::2], served[::2], atol=1e-3)
+    reference = OnnxEmbedder(source, branch="blurred").embed_pixels(crops)
+    assert np.min(np.sum(student * reference, axis=1)) > min_cosine
 
 
 def test_int8_ranges_default_to_percentile_and_settings_apply(gated_artifact: Path,
@@ -129,7 +132,7 @@ def test_fp16_copy_keeps_the_float32_contract(gated_artifact: Path, tmp_path: Pa
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
-    _blurred_branch_agrees(tmp_path / "g.fp16.onnx")
+    _blurred_branch_agrees(tmp_path / "g.fp16.onnx", gated_artifact, min_cosine=0.999)
 
 
 def test_branch_only_copy_is_the_same_function(gated_artifact: Path, tmp_path: Path) -> None:

@@ -197,10 +197,12 @@ def kfold_accuracy_by_group(
         ``np.unique(groups)`` order (NaN where a fold has no pair of that group).
     """
     scores, labels = _as_scores_labels(scores, labels)
-    folds, groups = np.asarray(folds).ravel(), np.asarray(groups).ravel()
+    folds, groups = np.asarray(folds).ravel(), np.asarray(groups)
     if folds.shape != scores.shape or groups.shape != scores.shape:
-        raise ValueError(f"{folds.size} fold indices and {groups.size} groups for "
+        raise ValueError(f"{folds.size} fold indices and groups of shape {groups.shape} for "
                          f"{scores.size} pairs")
+    if groups.dtype.kind == "f" and not np.all(np.isfinite(groups)):
+        raise ValueError("groups contain NaN or infinite values")
     fold_ids, group_ids = np.unique(folds), np.unique(groups)
     if fold_ids.size < 2:
         raise ValueError("k-fold accuracy needs at least two folds")

@@ -301,9 +301,10 @@ class _LazyPixels:
 
 
 def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:
-    """The service's rule for an ONNX artifact (its calibration); None for other models."""
+    """The service's rule for an ONNX artifact (its calibration); None for other models and
+    for one branch of a gated artifact (its calibration is the whole model's)."""
     metadata = getattr(getattr(model, "embedder", None), "metadata", None)
-    if metadata is None:
+    if metadata is None or getattr(model, "branch", None):
         return None
     return DecisionRule(metadata, fallback_threshold=DEFAULT_FALLBACK_THRESHOLD)
 

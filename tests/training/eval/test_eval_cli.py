@@ -153,6 +153,9 @@ def test_eval_of_the_blurred_branch_is_the_students_own(
         runs[name] = json.loads((tmp_path / name / "results.json").read_text())
     assert runs["branch"]["model"]["branch"] == "blurred"
     assert "branch" not in runs["gated"]["model"]
+    # the artifact's calibration is the whole model's: no decisions for one branch
+    assert "decisions" in runs["gated"]["resolutions"]["14"]
+    assert "decisions" not in runs["branch"]["resolutions"]["14"]
     for key in ("112", "14"):
         branch, alone = runs["branch"]["resolutions"][key], runs["student"]["resolutions"][key]
         assert branch["auc"] == pytest.approx(alone["auc"], abs=1e-9)

@@ -146,6 +146,32 @@ def test_a_group_with_one_class_on_the_other_folds_uses_all_their_pairs() -> Non
         kfold_accuracy_by_group(scores, labels, folds, groups[:-1])
 
 
+def test_a_group_of_one_class_on_the_other_folds_uses_all_their_pairs() -> None:
+    # group 1 holds positives only outside fold 0 (and one negative in fold 0): its own
+    # pairs there cannot place a threshold, so fold 0 takes the one chosen on all pairs
+    labels = np.array([True, False] * 6 + [True, True, False])
+    folds = np.array([0, 0, 1, 1, 2, 2] * 2 + [1, 2, 0])
+    groups = np.array([0] * 12 + [1, 1, 1])
+    scores = np.where(labels, 0.9, 0.1)
+    scores[12:] = [0.3, 0.35, 0.5]
+    grouped = kfold_accuracy_by_group(scores, labels, folds, groups)
+    others = folds != 0
+    assert grouped.thresholds[0, 1] == best_threshold(scores[others], labels[others])
+    assert grouped.thresholds[0, 1] != best_threshold(
+        scores[others & (groups == 1)], labels[others & (groups == 1)]
+    )
+
+
+def test_groups_must_be_one_finite_label_per_pair() -> None:
+    labels = np.tile([True, False], 10)
+    folds = interleaved_folds(labels, 2)
+    scores = np.where(labels, 0.9, 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        kfold_accuracy_by_group(scores, labels, folds, np.where(labels, 0.0, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        kfold_accuracy_by_group(scores, labels, folds, np.zeros((10, 2)))
+
+
 def test_a_fold_scored_with_its_own_threshold_would_differ() -> None:
     # fold 1 is "hard": inverted; choosing its threshold on itself would flatter it
     labels = np.tile([True, False], 10)
