@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.artifact import ArtifactError, GateBranch, GateInfo
+from models.artifact import ArtifactError, GateBranch, GateInfo, write_metadata
 from models.backbones.gated import QualityGated
 from models.branch_only import (
     GraphRewriteError,
@@ -163,3 +163,15 @@ def test_the_embedder_runs_the_blurred_branch_of_an_artifact(
     assert not np.allclose(served, student.embed_pixels(pixels), atol=1e-3)
     with pytest.raises(ValueError, match="unknown branch"):
         OnnxEmbedder(path, branch="sharp")  # type: ignore[arg-type]
+
+
+def test_a_gated_artifact_whose_graph_is_unreadable_is_an_artifact_error(
+    gated_module: QualityGated, tmp_path: Path
+) -> None:
+    path = tmp_path / "gated.onnx"
+    metadata = export_onnx(gated_module, path, name="g", version="0", backbone_name="ir-tiny",
+                           gate=GATE)
+    path.write_bytes(b"not a graph")
+    write_metadata(path, metadata)  # its checksum now that of the broken file
+    with pytest.raises(ArtifactError, match="cannot read the graph"):
+        OnnxEmbedder(path, branch="blurred")
