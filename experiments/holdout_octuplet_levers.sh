@@ -2,7 +2,8 @@
 # Issue 17, item 3: levers on top of Octuplet + distillation (2.0.0's recipe), on the
 # held-out split: the distillation weight doubled (w40), feature hints beside it (hints),
 # twice and four times the schedule (long, longer) and a triplet against the teacher's
-# descriptors (triplet, and at weight 5: triplet5);
+# descriptors (triplet, and at weight 5: triplet5); 6 epochs with the distillation
+# weight lowered to 5 and 0 (longw5, longw0: for the pair's space, docs/training.md);
 # each fine-tuned from the held-out baseline student
 # (about 5-11 min each on 2 cores, 20 for longer, resumable by running this again), then measured on the
 # held-out people alone and through the gate (dlib for q >= 1.0.0's 4.58, as shipped),
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 GATE=4.579539895057678  # 1.0.0's gate, kept by 2.0.0 (docs/training.md)
 GATED=${GATED:-runs/holdout-gated}
 levers=("$@")
-[ ${#levers[@]} -gt 0 ] || levers=(w40 hints long triplet longer triplet5)
+[ ${#levers[@]} -gt 0 ] || levers=(w40 hints long triplet longer triplet5 longw5 longw0)
 
 gated() {  # $1: name, $2: student checkpoint
     mkdir -p "$GATED/$1"
