@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifact import load_metadata
+from models.backbones.gated import QualityGated
 from training.eval.datasets import load_lfw, load_lfw_identification
-from training.eval.embedding import load_model
+from training.eval.embedding import EmbeddingModel, load_model
 from training.eval.metrics import (
     SearchResults,
     identification_metrics,
@@ -67,21 +67,16 @@ def fused(gated: np.ndarray, student: np.ndarray, weight: float) -> np.ndarray:
     return np.concatenate([np.sqrt(1 - weight) * gated, np.sqrt(weight) * student], axis=1)
 
 
-def gate_of(model: str) -> float:
-    """The gate q of a gated artifact (.onnx, or a folder with model.onnx) or gated
-    checkpoint (.pt)."""
-    path = Path(model)
-    if path.is_dir():
-        path = path / "model.onnx"
-    if path.suffix == ".onnx":
-        gate = load_metadata(path).gate
-        if gate is None:
-            raise SystemExit(f"{path} is not a gated model")
-        return gate.threshold
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or not state.get("gate"):
-        raise SystemExit(f"{path} is not a gated checkpoint")
-    return float(state["gate"]["threshold"])
+def gate_of(model: EmbeddingModel) -> float:
+    """The gate q of a loaded gated model: an artifact's metadata, or the threshold of a
+    gated checkpoint's ``QualityGated`` module."""
+    embedder = getattr(model, "embedder", None)
+    if embedder is not None and embedder.metadata.gate is not None:
+        return float(embedder.metadata.gate.threshold)
+    module = getattr(model, "module", None)
+    if isinstance(module, QualityGated):
+        return module.gate
+    raise SystemExit(f"{model.describe().get('path')} is not a gated model")
 
 
 @dataclass
@@ -228,16 +223,17 @@ def main() -> None:
     images, ident = join_images(
         protocol, load_lfw_identification(args.data, people_file=args.people_file)
     )
+    gated = load_model(args.gated, threads=args.threads)
     student = (load_model(args.student) if args.student
                else load_model(args.gated, threads=args.threads, branch="blurred"))
     faces = load_faces(images, FaceLoader("lfw"), progress=False)
     settings = EvalSettings(progress=False)
     spaces = Spaces(
-        gated=EmbeddingStore(load_model(args.gated, threads=args.threads), faces, settings),
+        gated=EmbeddingStore(gated, faces, settings),
         student=EmbeddingStore(student, faces, settings),
-        gate=gate_of(args.gated),
+        gate=gate_of(gated),
         flipped=EmbeddingStore(
-            load_model(args.gated, threads=args.threads), faces,
+            gated, faces,
             EvalSettings(progress=False, flip=True),
         ) if args.flip_sharp else None,
     )

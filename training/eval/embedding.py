@@ -73,8 +73,12 @@ class OnnxModel:
         from models.embedder import OnnxEmbedder
 
         self.path = Path(path)
-        self.branch = branch
         self.embedder = OnnxEmbedder(self.path, threads=threads, branch=branch)
+
+    @property
+    def branch(self) -> str | None:
+        """The one branch of a gated artifact this model runs (None: the artifact)."""
+        return self.embedder.branch
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -168,20 +168,8 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) ->
         labels: True for same-identity pairs.
         folds: the fold index of every pair (any integers; each distinct value is a fold).
     """
-    scores, labels = _as_scores_labels(scores, labels)
-    folds = np.asarray(folds).ravel()
-    if folds.shape != scores.shape:
-        raise ValueError(f"{folds.size} fold indices for {scores.size} pairs")
-    fold_ids = np.unique(folds)
-    if fold_ids.size < 2:
-        raise ValueError("k-fold accuracy needs at least two folds")
-    accuracies, thresholds = [], []
-    for fold in fold_ids:
-        test = folds == fold
-        threshold = best_threshold(scores[~test], labels[~test])
-        thresholds.append(threshold)
-        accuracies.append(accuracy_at(scores[test], labels[test], threshold))
-    return FoldAccuracy(np.asarray(accuracies), np.asarray(thresholds))
+    grouped = kfold_accuracy_by_group(scores, labels, folds, np.zeros(np.size(scores), int))
+    return FoldAccuracy(grouped.accuracies, grouped.thresholds[:, 0])
 
 
 def kfold_accuracy_by_group(
