@@ -10,6 +10,8 @@ Input contract: float32 NCHW tensor of ``input_size`` (height, width), channels 
 Output: one embedding of ``embedding_size`` per image (not necessarily normalised).
 A quality-gated model says so in ``gate``: its threshold and where each branch came from.
 ``precision`` says whether the graph computes in fp32 (as exported), int8 or fp16.
+``comparison`` says how two faces' embeddings are compared (``models.comparison``): by
+their cosine, or for a gated model in the pair's space (three blocks per face).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from models.comparison import PAIR_SPACE_BLOCKS, Comparison
 
 SCHEMA_VERSION: Final = 1
 #: The false-accept rates at which thresholds are calibrated, as metadata keys.
@@ -234,6 +238,13 @@ class ModelMetadata(BaseModel):
         "(static QDQ, for the CPU provider) or fp16 (for CUDA). The input and output are "
         "float32 whatever the precision; metadata without the field is fp32.",
     )
+    comparison: Comparison = Field(
+        default="cosine",
+        description="How two faces' embeddings are compared (``models.comparison``): "
+        "'cosine', one unit vector per face; 'pair-space' (gated models), three unit "
+        "blocks per face, dlib's cosine for two sharp faces and the students' for every "
+        "other pair. Metadata without the field compares by cosine.",
+    )
     extra: dict[str, object] = Field(default_factory=dict, description="Free-form notes.")
 
     @field_validator("input_size")
@@ -260,6 +271,18 @@ class ModelMetadata(BaseModel):
             if t is not None and not -1.0 <= t <= 1.0:
                 raise ValueError(f"threshold at FAR {far} must be a cosine in [-1, 1], got {t}")
         return {far: value.get(far) for far in THRESHOLD_FARS}
+
+    @model_validator(mode="after")
+    def _pair_space_is_gated(self) -> ModelMetadata:
+        if self.comparison == "pair-space":
+            if self.gate is None:
+                raise ValueError("comparison 'pair-space' needs a gated model (gate is null)")
+            if self.embedding_size % PAIR_SPACE_BLOCKS:
+                raise ValueError(
+                    f"a pair-space embedding is {PAIR_SPACE_BLOCKS} blocks, but "
+                    f"embedding_size {self.embedding_size} is not a multiple of it"
+                )
+        return self
 
     def default_threshold(self, fallback: float) -> float:
         """The FAR 1e-3 threshold if calibrated, else ``fallback``."""

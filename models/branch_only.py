@@ -17,7 +17,8 @@ torch) and works on any graph whose output is such a ``Where`` (fp32 or quantize
 
 :func:`blurred_branch` shuts the gate instead: every face takes the blurred branch (the
 student), whatever its q, which gives the student's z of a sharp face, an embedding the
-gated graph never computes.
+gated graph never computes. :func:`pair_space_graph` gives both: the student on every
+face, dlib's branch on the sharp ones, as the three blocks of ``models.comparison``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from models.comparison import PAIR_SPACE_BLOCKS
 
 #: ``metadata.extra`` key saying how a gated graph computes its branches.
 GRAPH_KEY = "gate_graph"
@@ -225,6 +228,9 @@ def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = result.graph
     if any(node.name == "gate/shut" for node in graph.node):
         raise GraphRewriteError("the gate of this graph is already shut")
+    if any(node.name == "pair/every_row" for node in graph.node):
+        raise GraphRewriteError("a pair-space graph already gives the student's z of every "
+                                "face (its third block)")
     both = is_gated_both_branches(result)
     if both:
         _, mask = find_gate(graph)
@@ -250,4 +256,63 @@ def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
         result = make_branch_only(result)
     # no onnx.checker here: float16 copies list their casts out of topological order,
     # which ONNX Runtime accepts (it sorts the graph itself)
+    return result
+
+
+def pair_space_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The gated ``model`` rewritten to give each face its pair-space vector
+    (``models.comparison``): ``[g, 0, z]`` at or above the gate, ``[0, z, z]`` below it,
+    each block raw (the embedder normalises blocks). The student runs on every face, dlib's
+    branch on the sharp ones only, so a sharp face costs both networks and a blurred one
+    the student alone. ``model`` is either form of a gated graph in any precision.
+
+    Raises:
+        GraphRewriteError: ``model`` is neither form of a gated graph, its gate is shut, or
+            it is already a pair-space graph.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    if is_gated_both_branches(result):
+        result = make_branch_only(result)
+    graph = result.graph
+    names = {node.name for node in graph.node}
+    if "pair/every_row" in names:
+        raise GraphRewriteError("this graph already gives pair-space vectors")
+    if "gate/shut" in names:
+        raise GraphRewriteError("the gate of this graph is shut: it has no sharp branch left")
+    by_name = {node.name: node for node in graph.node}
+    negation, scatter = by_name.get("gate/not"), by_name.get("gate/scatter_blurred")
+    if negation is None or scatter is None or scatter.op_type != "ScatterND":
+        raise GraphRewriteError(
+            "not a gated graph: its output is neither a Where of two branches nor the "
+            "branch-only rewrite's scatter"
+        )
+    mask = negation.input[0]
+    with_sharp, zeros = scatter.input[0], "gate/zeros"
+    first = by_name.get("gate/scatter_sharp")
+    if first is None or list(first.output) != [with_sharp] or first.input[0] != zeros:
+        raise GraphRewriteError("the branch-only scatters do not start from the gate's zeros")
+    # the student's rows: every row (Not(mask AND false)); dlib's rows stay the sharp ones
+    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "pair/never"))
+    negation.input[0] = "pair/every_row"
+    position = list(graph.node).index(negation)
+    graph.node.insert(position, helper.make_node(
+        "And", [mask, "pair/never"], ["pair/every_row"], name="pair/every_row"
+    ))
+    # the blurred scatter now writes z into every row; its readers get the three blocks
+    combined = scatter.output[0]
+    scatter.output[0] = "pair/student"
+    position = list(graph.node).index(scatter) + 1
+    for offset, node in enumerate([
+        helper.make_node("Unsqueeze", [mask, "gate/axis1"], ["pair/sharp_column"],
+                         name="pair/sharp_column"),
+        helper.make_node("Where", ["pair/sharp_column", zeros, "pair/student"],
+                         ["pair/blurred_only"], name="pair/blurred_only"),
+        helper.make_node("Concat", [with_sharp, "pair/blurred_only", "pair/student"],
+                         [combined], axis=1, name="pair/blocks"),
+    ]):
+        graph.node.insert(position + offset, node)
+    width = graph.output[0].type.tensor_type.shape.dim
+    if len(width) == 2 and width[1].HasField("dim_value"):
+        width[1].dim_value *= PAIR_SPACE_BLOCKS
     return result

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from models.artifact import ArtifactError, ModelMetadata, load_metadata
+from models.comparison import normalise, queries
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,6 @@ def to_tensor(pixels: Sequence[np.ndarray] | np.ndarray, metadata: ModelMetadata
     mean = np.asarray(metadata.mean, dtype=np.float32)
     std = np.asarray(metadata.std, dtype=np.float32)
     return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
-
-
-def l2_normalise(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, eps)).astype(np.float32)
 
 
 class OnnxEmbedder:
@@ -85,6 +81,9 @@ class OnnxEmbedder:
                 raise ValueError(f"unknown branch {branch!r}; a gated artifact has 'blurred'")
             if self.metadata.gate is None:
                 raise ArtifactError(f"{self.path} is not a gated model: it has no branches")
+            if self.metadata.comparison == "pair-space":
+                raise ArtifactError(f"{self.path} is a pair-space model: the third block of "
+                                    "its vectors is already the student's z of every face")
             import onnx  # like onnxruntime, only where an artifact is run
 
             from models.branch_only import GraphRewriteError, blurred_branch
@@ -136,7 +135,8 @@ class OnnxEmbedder:
         return resize_to_input(image, self.metadata.input_size)
 
     def embed_pixels(self, pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings (N, D) of RGB uint8 arrays already at the input size."""
+        """Embeddings (N, D) of RGB uint8 arrays already at the input size: unit vectors,
+        or for a pair-space model the stored vectors of unit blocks (``models.comparison``)."""
         if len(pixels) == 0:
             return np.zeros((0, self.metadata.embedding_size), dtype=np.float32)
         tensor = to_tensor(pixels, self.metadata)
@@ -147,7 +147,12 @@ class OnnxEmbedder:
                 f"model returned {raw.shape[1]}-d embeddings, metadata says "
                 f"{self.metadata.embedding_size}"
             )
-        return l2_normalise(raw)
+        return normalise(raw, self.metadata.comparison)
+
+    def queries(self, stored: np.ndarray) -> np.ndarray:
+        """The vectors that this model's stored vectors are compared with (``models.comparison``):
+        ``stored(a) . queries(b)`` is the similarity of faces a and b."""
+        return queries(stored, self.metadata.comparison)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised embeddings of PIL images of any size and mode."""

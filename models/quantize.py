@@ -1,4 +1,5 @@
-"""Lower-precision copies of a model artifact: int8 (CPU) and fp16 (CUDA).
+"""Lower-precision copies of a model artifact: int8 (CPU) and fp16 (CUDA); and the
+pair-space form of a gated one.
 
 * **int8**: ONNX Runtime's static quantization in QDQ form (per-channel int8 weights,
   uint8 activations), its activation ranges calibrated on real face crops (by default
@@ -13,6 +14,12 @@
   it will actually see.
 * **fp16**: weights and arithmetic in float16, the input and output kept float32 (the
   contract does not change); meant for the CUDA provider. The gate again stays float32.
+
+* **pair-space** (:func:`write_pair_space`): a gated artifact of any precision rewritten
+  to give each face the three blocks of ``models.comparison`` (dlib's descriptor of the
+  sharp faces, the student's z of every face), so that a sharp face and a blurred one
+  are compared by the students' cosine. Its metadata says ``comparison: pair-space``,
+  a new version (galleries are tied to it) and no thresholds: run ``lrfr calibrate``.
 
 Each function writes ``model.onnx`` + ``model.json`` (the source's metadata, with
 ``precision`` and the measured agreement with the source), after checking the copy
@@ -40,7 +47,9 @@ from models.branch_only import (
     GRAPH_KEY,
     is_gated_both_branches,
     make_branch_only,
+    pair_space_graph,
 )
+from models.comparison import PAIR_SPACE_BLOCKS, normalise
 from models.embedder import to_tensor
 
 logger = logging.getLogger(__name__)
@@ -218,6 +227,9 @@ def _prepared(source: str | Path) -> tuple[onnx.ModelProto, ModelMetadata, bool]
     metadata = load_metadata(source)
     if metadata.precision != "fp32":
         raise ValueError(f"{source} is already {metadata.precision}; convert the fp32 artifact")
+    if metadata.comparison != "cosine":
+        raise ValueError(f"{source} is a {metadata.comparison} artifact: convert the artifact "
+                         "it was made from, then make the pair-space form of the copy")
     model = onnx.load(str(source))
     gated = is_gated_both_branches(model)
     return (make_branch_only(model) if gated else model), metadata, gated or (
@@ -366,3 +378,60 @@ def convert_fp16(source: str | Path, onnx_path: str | Path, crops: np.ndarray, *
     }
     return _stamp(metadata, onnx_path, precision="fp16", notes=notes,
                   branch_only=branch_only), check
+
+
+def write_pair_space(source: str | Path, onnx_path: str | Path, crops: np.ndarray, *,
+                     version: str | None = None, min_cosine: float = 0.99999,
+                     threads: int | None = None) -> tuple[ModelMetadata, Agreement]:
+    """The pair-space form (``models.comparison``) of the gated artifact ``source``, in
+    its precision, checked on ``crops``: the block each face's gate picks equals the
+    source's embedding of it, and the student's block of a blurred face equals its
+    blurred block.
+
+    Args:
+        version: the new artifact's version; default ``<source version>+pair-space``.
+            It must differ from the source's: galleries are tied to the version, and the
+            source's stored vectors are not pair-space vectors.
+
+    Raises:
+        ValueError: ``source`` is not gated, is already pair-space, the version is the
+            source's, or the rewrite disagrees with the source (both files removed).
+    """
+    onnx_path = Path(onnx_path)
+    metadata = load_metadata(source)
+    if metadata.gate is None:
+        raise ValueError(f"{source} is not a gated model: the pair's space needs two branches")
+    if metadata.comparison != "cosine":
+        raise ValueError(f"{source} is already a {metadata.comparison} artifact")
+    version = version or f"{metadata.version}+pair-space"
+    if version == metadata.version:
+        raise ValueError(f"the pair-space artifact needs a version other than {version!r}: "
+                         "galleries embedded by the source would pass for its own")
+    _write(pair_space_graph(onnx.load(str(source))), onnx_path)
+    reference = _embed(_session(source, threads), metadata, crops)
+    blocks = normalise(_embed(_session(onnx_path, threads), metadata, crops),
+                       "pair-space").reshape(len(crops), PAIR_SPACE_BLOCKS, -1)
+    sharp = np.any(blocks[:, 0] != 0, axis=1)
+    picked = np.where(sharp[:, None], blocks[:, 0], blocks[:, 1])
+    check = agreement(reference, picked.astype(np.float64))
+    student_gap = float(np.abs(blocks[~sharp, 1] - blocks[~sharp, 2]).max(initial=0.0))
+    if not check.min_cosine >= min_cosine or student_gap > 1e-6:
+        onnx_path.unlink(missing_ok=True)
+        raise ValueError(f"the pair-space graph disagrees with {source}: min cosine "
+                         f"{check.min_cosine:.7f} (>= {min_cosine} wanted), blurred faces' "
+                         f"two student blocks differ by {student_gap:.2e}")
+    # the source's calibration note describes thresholds this artifact does not have
+    extra = {**{k: v for k, v in metadata.extra.items() if k != "calibration"},
+             "pair_space_parity": {
+        **check.as_dict(), "against": Path(source).name,
+        "sharp_faces": int(sharp.sum()), "blurred_faces": int((~sharp).sum()),
+    }}
+    write_metadata(onnx_path, metadata.model_copy(update={
+        "version": version,
+        "comparison": "pair-space",
+        "embedding_size": PAIR_SPACE_BLOCKS * metadata.embedding_size,
+        "thresholds": dict.fromkeys(metadata.thresholds),
+        "quality_calibration": None,
+        "extra": extra,
+    }))
+    return load_metadata(onnx_path), check

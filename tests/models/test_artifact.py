@@ -92,6 +92,24 @@ def test_metadata_without_a_gate_still_loads(tmp_path: Path) -> None:
     assert load_metadata(onnx_path).gate is None
 
 
+def test_the_comparison_defaults_to_cosine_and_pair_space_needs_a_gate(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"x")
+    write_metadata(onnx_path, ModelMetadata(name="m", version="1", embedding_size=8, backbone="b"))
+    rewrite_json(onnx_path, lambda r: r.pop("comparison"))  # as written before the field
+    assert load_metadata(onnx_path).comparison == "cosine"
+    gated = {"name": "m", "version": "1", "backbone": "b", "gate": GATE}
+    assert ModelMetadata(**gated, embedding_size=24, comparison="pair-space").comparison == (
+        "pair-space")
+    with pytest.raises(ValueError, match="not a multiple"):
+        ModelMetadata(**gated, embedding_size=8, comparison="pair-space")
+    with pytest.raises(ValueError, match="needs a gated model"):
+        ModelMetadata(name="m", version="1", backbone="b", embedding_size=24,
+                      comparison="pair-space")
+    with pytest.raises(ValueError, match="comparison"):
+        ModelMetadata(**gated, embedding_size=24, comparison="euclidean")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -1,7 +1,9 @@
 """The branch-only rewrite of gated graphs (models.branch_only): the same embeddings as the
 graph that runs both branches, for mixed, one-sided, single and empty batches, while each
 face goes through one branch only; and the blurred branch cut out of either form, which
-embeds every face by the student (``OnnxEmbedder(..., branch="blurred")``)."""
+embeds every face by the student (``OnnxEmbedder(..., branch="blurred")``); and the
+pair-space graph, which gives dlib's descriptor of the sharp faces and the student's z
+of every face as three blocks (``models.comparison``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from models.branch_only import (
     find_gate,
     is_gated_both_branches,
     make_branch_only,
+    pair_space_graph,
 )
+from models.comparison import normalise
 from models.embedder import OnnxEmbedder, to_tensor
 from models.export import export_onnx
 
@@ -175,3 +179,43 @@ def test_a_gated_artifact_whose_graph_is_unreadable_is_an_artifact_error(
     write_metadata(path, metadata)  # its checksum now that of the broken file
     with pytest.raises(ArtifactError, match="cannot read the graph"):
         OnnxEmbedder(path, branch="blurred")
+
+
+@pytest.mark.parametrize("rewrite", [False, True], ids=["both-branches", "branch-only"])
+def test_the_pair_space_graph_gives_both_networks_blocks(
+    gated_module: QualityGated, gated_graph: Path, rewrite: bool
+) -> None:
+    model = onnx.load(str(gated_graph))
+    if rewrite:
+        model = make_branch_only(model)
+    pair = pair_space_graph(model)
+    assert [o.name for o in pair.graph.output] == ["embedding"]
+    batch = _inputs([1.0, 0.001, 0.5, 0.002])
+    sharp = np.array([True, False, True, False])
+    served = _run(gated_graph, batch)
+    blocks = normalise(_run(pair, batch), "pair-space").reshape(4, 3, 16)
+    student = _student(gated_module, batch)
+    np.testing.assert_allclose(blocks[sharp, 0], served[sharp] / np.linalg.norm(
+        served[sharp], axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(blocks[~sharp, 1], student[~sharp], atol=1e-5)
+    np.testing.assert_allclose(blocks[:, 2], student, atol=1e-5)
+    assert not blocks[~sharp, 0].any() and not blocks[sharp, 1].any()
+    assert _run(pair, _inputs([])).shape == (0, 48)
+    # the sharp branch still runs on the sharp rows only, the student on every row
+    sharp_rows = next(n for n in pair.graph.node if n.name == "gate/sharp_nonzero")
+    assert "pair/every_row" not in sharp_rows.input
+
+
+def test_a_pair_space_graph_is_not_rewritten_again(gated_graph: Path) -> None:
+    pair = pair_space_graph(onnx.load(str(gated_graph)))
+    with pytest.raises(GraphRewriteError, match="already gives pair-space"):
+        pair_space_graph(pair)
+    with pytest.raises(GraphRewriteError, match="third block"):
+        blurred_branch(pair)
+    with pytest.raises(GraphRewriteError, match="shut"):
+        pair_space_graph(blurred_branch(onnx.load(str(gated_graph))))
+
+
+def test_a_graph_without_branches_has_no_pair_space(tiny_artifact: Path) -> None:
+    with pytest.raises(GraphRewriteError, match="not a gated graph"):
+        pair_space_graph(onnx.load(str(tiny_artifact)))

@@ -1,5 +1,6 @@
 """int8 and fp16 copies of an artifact (models.quantize, lrfr quantize): the metadata they
-carry, the gate kept in float32, and their agreement with the fp32 graph."""
+carry, the gate kept in float32, and their agreement with the fp32 graph; and the
+pair-space form of a gated artifact, in any precision."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrfr.cli import app
-from models.artifact import GateBranch, GateInfo, load_metadata
+from models.artifact import ArtifactError, GateBranch, GateInfo, load_metadata
 from models.backbones.gated import QualityGated
 from models.embedder import OnnxEmbedder
 from models.export import export_onnx
 from models.quality import laplacian_score
-from models.quantize import convert_fp16, quantize_int8, write_branch_only
+from models.comparison import pair_similarity
+from models.quantize import convert_fp16, quantize_int8, write_branch_only, write_pair_space
 
 GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
                 blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
@@ -180,3 +182,55 @@ def test_lrfr_quantize_on_lfw_crops(gated_artifact: Path, tmp_path: Path,
     result = CliRunner().invoke(app, ["quantize", str(model), "--data", str(lfw),
                                       "--calibration", "kl"])
     assert result.exit_code == 1 and "--calibration must be one of" in result.output
+    result = CliRunner().invoke(app, ["quantize", str(model), "--to", "pair-space", "--data",
+                                      str(lfw), "--version", "2.0.0", "--check-crops", "16"])
+    assert result.exit_code == 0, result.output
+    assert "no thresholds yet: lrfr calibrate" in result.output
+    assert load_metadata(tmp_path / "g.pair-space.onnx").version == "2.0.0"
+    result = CliRunner().invoke(app, ["quantize", str(model), "--to", "int8", "--data",
+                                      str(lfw), "--version", "2.0.0"])
+    assert result.exit_code == 1 and "--version goes with --to pair-space" in result.output
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_pair_space_copy(gated_artifact: Path, tmp_path: Path, precision: str) -> None:
+    source = gated_artifact
+    if precision == "int8":
+        source = tmp_path / "g.int8.onnx"
+        quantize_int8(gated_artifact, source, _crops(16), batch=4)
+    metadata, check = write_pair_space(source, tmp_path / "g.pair.onnx", _crops(8))
+    assert metadata == load_metadata(tmp_path / "g.pair.onnx")
+    assert metadata.comparison == "pair-space" and metadata.embedding_size == 48
+    assert metadata.version == "0+pair-space" and metadata.precision == precision
+    assert metadata.quality_calibration is None
+    assert set(metadata.thresholds.values()) == {None}  # calibrated for the cosine model
+    assert check.min_cosine >= 0.99999
+    assert metadata.extra["pair_space_parity"]["sharp_faces"] == 4
+    crops = _crops(4)  # sharp, blurred, sharp, blurred
+    pair = OnnxEmbedder(tmp_path / "g.pair.onnx")
+    stored = pair.embed_pixels(crops)
+    served = OnnxEmbedder(source).embed_pixels(crops)
+    student = OnnxEmbedder(source, branch="blurred").embed_pixels(crops)
+    first, second = [0, 0, 1, 2], [2, 1, 3, 3]  # sharp-sharp, sharp-blurred, ...
+    expected = [served[0] @ served[2], student[0] @ student[1],
+                student[1] @ student[3], student[2] @ student[3]]
+    np.testing.assert_allclose(pair_similarity(stored[first], stored[second], "pair-space"),
+                               expected, atol=1e-5)
+    np.testing.assert_allclose(stored @ pair.queries(stored).T,
+                               (stored @ pair.queries(stored).T).T, atol=1e-6)
+    with pytest.raises(ArtifactError, match="pair-space model"):
+        OnnxEmbedder(tmp_path / "g.pair.onnx", branch="blurred")
+
+
+def test_pair_space_copy_refusals(gated_artifact: Path, tiny_artifact: Path,
+                                  tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="version other than"):
+        write_pair_space(gated_artifact, tmp_path / "a.onnx", _crops(4), version="0")
+    with pytest.raises(ValueError, match="not a gated model"):
+        write_pair_space(tiny_artifact, tmp_path / "b.onnx", _crops(4))
+    write_pair_space(gated_artifact, tmp_path / "c.onnx", _crops(4), version="1.0.0")
+    assert load_metadata(tmp_path / "c.onnx").version == "1.0.0"
+    with pytest.raises(ValueError, match="already a pair-space"):
+        write_pair_space(tmp_path / "c.onnx", tmp_path / "d.onnx", _crops(4))
+    with pytest.raises(ValueError, match="pair-space artifact"):
+        quantize_int8(tmp_path / "c.onnx", tmp_path / "e.onnx", _crops(8))
