@@ -15,6 +15,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.artifact import ModelMetadata
+from models.comparison import pair_similarity, queries
 from models.decision import Decision, DecisionRule, UnknownFarError
 from models.detector import FaceDetector
 from models.quality import laplacian_score
@@ -242,7 +243,10 @@ class RecognitionService:
         key = self._far(far)
         faces = await self.prepare([first, second], face=face)
         vectors = await self.embed(faces)
-        similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
+        # the model's comparison: a cosine, or a gated model's pair's space (models.comparison)
+        similarity = float(np.clip(
+            pair_similarity(vectors[:1], vectors[1:], self.model.comparison)[0], -1.0, 1.0
+        ))
         q1, q2 = (face.quality.laplacian for face in faces)
         decision = self.rule.decide(
             similarity, q1, q2, far=key, threshold=threshold,
@@ -320,8 +324,9 @@ class RecognitionService:
         threshold: float | None,
         far: str,
     ) -> IdentifyResponse:
+        query = queries(vector[None], self.model.comparison)[0]  # stored . query: the similarity
         candidates = await run_in_threadpool(
-            lambda: self.galleries.search(gallery=gallery, vector=vector, top_k=top_k)
+            lambda: self.galleries.search(gallery=gallery, vector=query, top_k=top_k)
         )
         probe_q = face.quality.laplacian
         box = face.found.alignment == "box"

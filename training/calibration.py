@@ -32,11 +32,12 @@ from models.artifact import (
     load_metadata,
     write_metadata,
 )
+from models.comparison import queries
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
 from training.degrade import degrade
 from training.eval.datasets import IMAGE_SUFFIXES, lfw_image_folder, load_lfw, parse_people_file
-from training.eval.embedding import OnnxModel, embed_batched
+from training.eval.embedding import OnnxModel, comparison_of, embed_batched, query_side
 from training.eval.metrics import threshold_at_far
 from training.eval.protocols import PairProtocol
 from training.eval.runner import load_faces
@@ -74,15 +75,18 @@ def impostor_scores(
     limit: int = MAX_IMPOSTORS,
     seed: int = 0,
     chunk: int = 1024,
+    queries: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Cosine scores of all pairs (i < j) of L2-normalised embeddings of different
-    identities; a fixed random sample of ``limit`` when there are more."""
+    """Similarities of all pairs (i < j) of embeddings of different identities; a fixed
+    random sample of ``limit`` when there are more. ``queries``: what the embeddings are
+    compared with (``models.comparison``; default the embeddings themselves)."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
+    others = embeddings if queries is None else np.asarray(queries, dtype=np.float32)
     identities = np.asarray(identities)
     n = len(embeddings)
     parts = []
     for begin in range(0, n, chunk):
-        block = embeddings[begin : begin + chunk] @ embeddings.T
+        block = embeddings[begin : begin + chunk] @ others.T
         rows = np.arange(begin, min(begin + chunk, n))[:, None]
         cols = np.arange(n)[None, :]
         mask = (cols > rows) & (identities[rows] != identities[cols])
@@ -101,22 +105,27 @@ def calibrate_embeddings(
     *,
     fars: Sequence[str] = THRESHOLD_FARS,
     impostors: Literal["all", "pairs"] = "all",
+    queries: np.ndarray | None = None,
 ) -> Calibration:
     """Thresholds at ``fars`` from the embeddings of ``protocol.images``.
 
     Args:
         embeddings: (len(protocol.images), D), L2-normalised.
+        queries: what the embeddings are compared with (``models.comparison``: the query
+            vectors of a pair-space model); default the embeddings themselves.
         protocol: the pairs; genuine scores come from its matched pairs.
         identities: the person of every image (for ``impostors="all"``).
         fars: FAR keys, e.g. ``"1e-3"``.
         impostors: ``all`` different-identity image pairs, or the protocol's ``pairs``.
     """
     e = np.asarray(embeddings, dtype=np.float32)
-    scores = np.einsum("ij,ij->i", e[protocol.left], e[protocol.right]).astype(np.float64)
+    q = e if queries is None else np.asarray(queries, dtype=np.float32)
+    scores = np.einsum("ij,ij->i", e[protocol.left], q[protocol.right]).astype(np.float64)
     labels = np.asarray(protocol.labels, dtype=bool)
     genuine = scores[labels]
     negative = (
-        impostor_scores(e, np.asarray(identities)) if impostors == "all" else scores[~labels]
+        impostor_scores(e, np.asarray(identities), queries=q) if impostors == "all"
+        else scores[~labels]
     )
     thresholds: dict[str, float | None] = {}
     tar: dict[str, float | None] = {}
@@ -163,7 +172,8 @@ def calibrate_artifact(
     embeddings = embed_batched(model, faces, batch_size=batch_size, progress=progress,
                                desc="calibration")
     identities = [Path(p).parent.name for p in protocol.images]
-    calibration = calibrate_embeddings(embeddings, protocol, identities, impostors=impostors)
+    calibration = calibrate_embeddings(embeddings, protocol, identities, impostors=impostors,
+                                       queries=query_side(model, embeddings))
     metadata = load_metadata(onnx_path)
     merged = {**metadata.thresholds, **calibration.thresholds}
     updated = metadata.model_copy(update={
@@ -212,12 +222,20 @@ class DegradedSet:
         identities: (N,) person of each face; ``None`` when every face is a different
             person with no label (impostor pairs only).
         name: what the faces are, for the calibration's ``source``.
+        queries: (S, N, D) what the embeddings are compared with (``models.comparison``:
+            a pair-space model's query vectors); ``None``: the embeddings themselves.
     """
 
     embeddings: np.ndarray
     quality: np.ndarray
     identities: np.ndarray | None
     name: str
+    queries: np.ndarray | None = None
+
+    @property
+    def compared_with(self) -> np.ndarray:
+        """(S, N, D): the query vectors, or the embeddings for a cosine model."""
+        return self.embeddings if self.queries is None else self.queries
 
 
 def embed_degraded(
@@ -240,11 +258,16 @@ def embed_degraded(
         qualities.append([laplacian_score(p).laplacian for p in pixels])
         blocks.append(embed_batched(model, pixels, batch_size=batch_size, progress=progress,
                                     desc=f"{name} at {side} px"))
+    embeddings = np.stack(blocks)
+    comparison = comparison_of(model)
     return DegradedSet(
-        embeddings=np.stack(blocks),
+        embeddings=embeddings,
         quality=np.asarray(qualities, dtype=np.float64),
         identities=None if identities is None else np.asarray(identities),
         name=name,
+        queries=None if comparison == "cosine" else np.stack(
+            [queries(block, comparison) for block in embeddings]
+        ),
     )
 
 
@@ -376,7 +399,7 @@ def count_pairs(
             own = CellHistograms(histograms.edges, histograms.bins)
             for start in range(0, n, chunk):
                 rows = np.arange(start, min(start + chunk, n))
-                scores = data.embeddings[a, rows] @ data.embeddings[b].T
+                scores = data.embeddings[a, rows] @ data.compared_with[b].T
                 cols = np.arange(n)[None, :]
                 valid = cols > rows[:, None] if a == b else cols != rows[:, None]
                 same = (
@@ -554,7 +577,8 @@ def calibrate_quality_artifact(
     edges = band_edges(labelled.quality, sides, gate=_model_gate(metadata))
     quality = calibrate_quality(labelled, extra, edges=edges, tar_floor=tar_floor)
     sharp = list(sides).index(max(sides))
-    single = calibrate_embeddings(labelled.embeddings[sharp], protocol, identities)
+    single = calibrate_embeddings(labelled.embeddings[sharp], protocol, identities,
+                                  queries=labelled.compared_with[sharp])
     updated = metadata.model_copy(update={
         "thresholds": {**metadata.thresholds, **single.thresholds},
         "quality_calibration": quality,

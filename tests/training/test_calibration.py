@@ -168,3 +168,40 @@ def test_the_smallest_faces_sharing_a_cell_get_their_own_strictness() -> None:
 
     assert far_at_side_0(min_share=1.01) > 0.02  # the cell's average lets them through
     assert far_at_side_0(min_share=0.1) <= 0.01  # their own threshold holds the FAR
+
+
+def test_pairs_are_scored_against_the_query_vectors_when_there_are_some() -> None:
+    from models.comparison import queries
+
+    data = _synthetic(people=4, per_person=3, seed=2)
+    # as a pair-space model's data: blurred faces [0, z, z], sharp ones [g, 0, z]
+    sides, n, _ = data.embeddings.shape
+    z, g = data.embeddings[0], data.embeddings[1]
+    zero = np.zeros_like(z)
+    stored = np.stack([np.concatenate([zero, z, z], 1), np.concatenate([g, zero, z], 1)])
+    paired = DegradedSet(embeddings=stored, quality=data.quality,
+                         identities=data.identities, name="pair",
+                         queries=np.stack([queries(block, "pair-space") for block in stored]))
+    assert DegradedSet(stored, data.quality, None, "x").compared_with is stored  # cosine
+    scores: dict[str, list[np.ndarray]] = {}
+    for name, dataset in (("pair", paired), ("stored . stored", DegradedSet(
+            stored, data.quality, data.identities, "plain"))):
+        histograms = CellHistograms(edges=(4.0,), bins=20_000)
+        count_pairs(histograms, dataset)
+        scores[name] = [histograms.impostor, histograms.genuine]
+    # the rule: sharp-sharp pairs by g, every other pair by z
+    rule = CellHistograms(edges=(4.0,), bins=20_000)
+    for a in range(sides):
+        for b in range(a, sides):
+            both_sharp = a == b == 1
+            left, right = (g, g) if both_sharp else (z, z)
+            s = left @ right.T
+            cols, rows = np.arange(n)[None, :], np.arange(n)[:, None]
+            valid = cols > rows if a == b else cols != rows
+            same = data.identities[:, None] == data.identities[None, :]
+            qa = np.broadcast_to(data.quality[a][:, None], s.shape)
+            qb = np.broadcast_to(data.quality[b][None, :], s.shape)
+            rule.add(s, qa, qb, valid & same, valid & ~same)
+    np.testing.assert_array_equal(scores["pair"][0], rule.impostor)
+    np.testing.assert_array_equal(scores["pair"][1], rule.genuine)
+    assert not np.array_equal(scores["stored . stored"][0], rule.impostor)

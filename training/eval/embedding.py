@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
+from models.comparison import Comparison, normalise, queries
+
 logger = logging.getLogger(__name__)
 
 #: File endings read as training checkpoints (anything else must be ``.onnx``).
@@ -39,9 +41,17 @@ class EmbeddingModel(Protocol):
         ...
 
 
-def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+def comparison_of(model: EmbeddingModel) -> Comparison:
+    """How ``model``'s embeddings are compared (``models.comparison``): an ONNX artifact's
+    metadata says; every other model compares by cosine."""
+    metadata = getattr(getattr(model, "embedder", None), "metadata", None)
+    return "cosine" if metadata is None else metadata.comparison
+
+
+def query_side(model: EmbeddingModel, stored: np.ndarray) -> np.ndarray:
+    """The vectors ``stored`` embeddings of ``model`` are compared with: ``a . query_side(b)``
+    is the similarity of a and b under the model's comparison."""
+    return queries(stored, comparison_of(model))
 
 
 class FlipAveraged:
@@ -49,6 +59,9 @@ class FlipAveraged:
     sum of the model's embeddings of it and of its mirror image (twice the network time)."""
 
     def __init__(self, model: EmbeddingModel) -> None:
+        if comparison_of(model) != "cosine":
+            raise ValueError("flip averaging needs one unit vector per face; this model "
+                             f"compares in the {comparison_of(model)} (three blocks a face)")
         self.model = model
 
     @property
@@ -57,7 +70,7 @@ class FlipAveraged:
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         mirrored = np.ascontiguousarray(pixels[:, :, ::-1])  # (N, H, W, 3): W reversed
-        return _l2_normalise(self.model.embed_pixels(pixels) + self.model.embed_pixels(mirrored))
+        return normalise(self.model.embed_pixels(pixels) + self.model.embed_pixels(mirrored))
 
     def describe(self) -> dict[str, Any]:
         return self.model.describe()  # results record the setting under settings.flip
@@ -141,7 +154,7 @@ class TorchModuleModel:
             self.module.train(was_training)
         if isinstance(raw, (tuple, list)):  # backbones that also return the norm
             raw = raw[0]
-        return _l2_normalise(raw.float().cpu().numpy())
+        return normalise(raw.float().cpu().numpy())
 
     def describe(self) -> dict[str, Any]:
         return dict(self._info)
@@ -223,7 +236,7 @@ class DlibModel:
             raise ValueError(f"expected (N, H, W, 3) RGB pixels, got {batch.shape}")
         with ThreadPoolExecutor(self.threads) as pool:
             rows = list(pool.map(self._describe, batch))
-        return _l2_normalise(np.stack(rows))
+        return normalise(np.stack(rows))
 
     def describe(self) -> dict[str, Any]:
         from training.teacher import TEACHER_NAME

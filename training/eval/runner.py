@@ -35,7 +35,7 @@ from models.decision import DecisionRule
 from models.quality import laplacian_score
 from training.degrade import CameraEffects, Interpolation, degrade, resampling
 from training.eval.decisions import realised_rates
-from training.eval.embedding import EmbeddingModel, FlipAveraged, embed_batched
+from training.eval.embedding import EmbeddingModel, FlipAveraged, embed_batched, query_side
 from training.eval.metrics import RocCurve
 from training.eval.protocols import (
     IdentificationProtocol,
@@ -266,6 +266,11 @@ class EmbeddingStore:
             self.embedded += int(missing.size)
         return self._embeddings[side][indices]
 
+    def query(self, resolution: int | None, indices: np.ndarray) -> np.ndarray:
+        """What the embeddings of :meth:`get` are compared with (``models.comparison``):
+        the same vectors for a cosine model, the query vectors of a pair-space one."""
+        return query_side(self.model, self.get(resolution, indices))
+
 
     def _qualities(self, side: int | None) -> np.ndarray:
         """q per face at ``side``, NaN until the face's pixels were produced."""
@@ -323,7 +328,7 @@ def _add_decisions(
     every = np.arange(len(protocol.images))
     identities = np.asarray(protocol.identities)
     genuine = protocol.labels.astype(bool)
-    degraded = store.get(resolution, every)
+    degraded, degraded_queries = store.get(resolution, every), store.query(resolution, every)
     common = dict(
         fars=rule.fars, identities=identities, uncalibrated=store.boxes is not None,
         genuine_left=protocol.left[genuine], genuine_right=protocol.right[genuine],
@@ -331,12 +336,12 @@ def _add_decisions(
     quality = store.quality(resolution, every)
     sections["resolutions"][key]["decisions"] = realised_rates(
         rule, embeddings_a=degraded, quality_a=quality,
-        embeddings_b=degraded, quality_b=quality, same_side=True, **common,
+        embeddings_b=degraded_queries, quality_b=quality, same_side=True, **common,
     )
     if settings.cross_resolution and store.effective(resolution) is not None:
         sections["cross_resolution"][key]["decisions"] = realised_rates(
             rule, embeddings_a=store.get(None, every), quality_a=store.quality(None, every),
-            embeddings_b=degraded, quality_b=quality, same_side=False,
+            embeddings_b=degraded_queries, quality_b=quality, same_side=False,
             **common,
         )
 
@@ -365,7 +370,8 @@ def _score_identification_beside(
     """Identification at ``resolution``: gallery and probes degraded ("resolutions"),
     and with ``cross_resolution`` the gallery at 112 ("cross_resolution")."""
     key = resolution_key(resolution)
-    probes, nonmated = store.get(resolution, ident.probes), store.get(resolution, ident.nonmated)
+    probes = store.query(resolution, ident.probes)
+    nonmated = store.query(resolution, ident.nonmated)
     section["resolutions"][key] = score_open_set(
         ident, store.get(resolution, ident.gallery), probes, nonmated, failed=store.failed
     )
@@ -433,11 +439,12 @@ def evaluate(
         if isinstance(protocol, PairProtocol):
             left = store.get(resolution, protocol.left)
             summary, curve = score_pairs(
-                protocol, left, store.get(resolution, protocol.right), failed=failed_pairs
+                protocol, left, store.query(resolution, protocol.right), failed=failed_pairs
             )
         else:
             summary, curve = score_identification(
-                protocol, store.get(None, protocol.gallery), store.get(resolution, protocol.probes)
+                protocol, store.get(None, protocol.gallery),
+                store.query(resolution, protocol.probes),
             )
         sections["resolutions"][key] = summary
         if curve is not None:
@@ -448,7 +455,7 @@ def evaluate(
             and store.effective(resolution) is not None
         ):
             summary, curve = score_pairs(
-                protocol, store.get(None, protocol.left), store.get(resolution, protocol.right),
+                protocol, store.get(None, protocol.left), store.query(resolution, protocol.right),
                 failed=failed_pairs,
             )
             sections.setdefault("cross_resolution", {})[key] = summary

@@ -170,6 +170,58 @@ def test_eval_of_the_blurred_branch_is_the_students_own(
         assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_eval_of_a_pair_space_model_applies_its_rule(lfw_dir: Path, tmp_path: Path) -> None:
+    from models.artifact import GateBranch, GateInfo
+    from models.backbones.gated import QualityGated
+    from models.export import export_onnx
+    from models.quality import laplacian_score
+    from models.quantize import write_pair_space
+    from tests.models.conftest import make_tiny_backbone
+
+    # the bundled model's gate: LFW crops at 112 px mostly above it, at 14 px below
+    gate = GateInfo(threshold=4.5795, sharp=GateBranch(name="a", source="seed 0"),
+                    blurred=GateBranch(name="b", source="seed 1"), chosen_on="a test")
+    source, pair = tmp_path / "gated.onnx", tmp_path / "pair.onnx"
+    export_onnx(QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1),
+                             gate=gate.threshold), source, name="g", version="0",
+                backbone_name="ir-tiny", gate=gate)
+    protocol = load_lfw(lfw_dir, 2).subset(40)
+    crops = []
+    for path in protocol.images:
+        with Image.open(path) as image:
+            crops.append(crop_lfw_deepfunneled(image))
+    full, low = np.stack(crops), np.stack([degrade(c, 14) for c in crops])
+    write_pair_space(source, pair, np.concatenate([full, low]))
+    _invoke("lfw", "--model", str(pair), "--data", str(lfw_dir), "--out", str(tmp_path / "o"),
+            "--limit", "40", "--resolutions", "112,14", "--cross-resolution")
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+
+    def rule(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """dlib's (the sharp branch's) cosine when both are sharp, else the students'."""
+        served, student = OnnxEmbedder(source), OnnxEmbedder(source, branch="blurred")
+        g1, g2 = served.embed_pixels(first), served.embed_pixels(second)
+        z1, z2 = student.embed_pixels(first), student.embed_pixels(second)
+        sharp = np.array([laplacian_score(a).laplacian >= gate.threshold
+                          and laplacian_score(b).laplacian >= gate.threshold
+                          for a, b in zip(first, second, strict=True)])
+        return np.where(sharp, np.sum(g1 * g2, axis=1), np.sum(z1 * z2, axis=1))
+
+    left, right = protocol.left, protocol.right
+    for section, first, second in (("resolutions", full, full),
+                                   ("cross_resolution", full, low)):
+        key = "112" if section == "resolutions" else "14"
+        scores = rule(first[left], second[right])
+        assert results[section][key]["accuracy"] == pytest.approx(
+            kfold_accuracy(scores, protocol.labels, protocol.folds).mean)
+    # 112 px pairs were compared in the sharp branch's space, cross pairs in the student's,
+    # which differs from the gated embeddings' cosine across the two branches
+    assert all(laplacian_score(face).laplacian >= gate.threshold for face in full[left])
+    assert all(laplacian_score(face).laplacian < gate.threshold for face in low[right])
+    served = OnnxEmbedder(source)
+    across = np.sum(served.embed_pixels(full[left]) * served.embed_pixels(low[right]), axis=1)
+    assert not np.allclose(across, rule(full[left], low[right]), atol=1e-3)
+
+
 def test_parse_resolutions() -> None:
     assert parse_resolutions("112, 56,28") == (112, 56, 28)
     assert parse_resolutions("native,14,14") == (None, 14)
