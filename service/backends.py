@@ -44,4 +44,5 @@ def create_backend(settings: Settings, model: ModelMetadata, key: str) -> Vector
             retrain_growth=settings.ann_retrain_growth,
         ),
         search_threads=settings.faiss_threads,
+        comparison=model.comparison,
     )

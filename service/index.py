@@ -1,7 +1,8 @@
 """FAISS indexes of gallery embeddings, and their crash-safe files.
 
-One index per gallery over L2-normalised vectors (inner product = cosine), keyed by the
-database id of each face. Below ``AnnPolicy.min_faces`` it is exact
+One index per gallery over the model's stored vectors (inner product: the cosine, or for
+a pair-space model the rule's similarity with a probe's query vector, ``models.comparison``),
+keyed by the database id of each face. Below ``AnnPolicy.min_faces`` it is exact
 (``IndexIDMap2(IndexFlatIP)``); from there on it is an inverted file
 (``IndexIVFFlat``) trained on the gallery's own vectors, its ``nprobe`` calibrated at
 training time for a recall@1 target against the exact scan, and retrained once the
@@ -30,6 +31,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from models.comparison import Comparison
+from models.comparison import queries as query_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +133,14 @@ def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _calibrate_nprobe(
-    ivf: faiss.IndexIVFFlat, ids: np.ndarray, vectors: np.ndarray, policy: AnnPolicy
+    ivf: faiss.IndexIVFFlat, ids: np.ndarray, vectors: np.ndarray, policy: AnnPolicy,
+    comparison: Comparison = "cosine",
 ) -> tuple[int, float]:
     """The smallest ``nprobe`` (a power of two, then refined in eighths of it) at which the
     IVF index finds, on average, ``policy.recall`` of the exact search's 10 nearest other
-    faces of gallery faces used as queries; returns it with the recall measured.
+    faces of gallery faces used as queries; returns it with the recall measured. The
+    queries are the faces' query vectors under the model's ``comparison``
+    (``models.comparison``), as a probe searches.
 
     Why the 10 nearest and not the nearest: a probe (another photo, degraded) lies farther
     from its match than a gallery face from its nearest neighbour, and its match spreads
@@ -147,7 +154,7 @@ def _calibrate_nprobe(
     if n == 0 or k < 2:
         return 1, 1.0
     chosen = rng.choice(len(ids), size=n, replace=False)
-    queries = vectors[chosen]
+    queries = np.ascontiguousarray(query_vectors(vectors[chosen], comparison))
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, exact_rows = exact.search(queries, k)
@@ -205,9 +212,11 @@ class GalleryIndex:
         *,
         revision: int,
         policy: AnnPolicy | None = None,
+        comparison: Comparison = "cosine",
     ) -> GalleryIndex:
         """A new index of ``vectors`` under ``ids``: exact below ``policy.min_faces``, else
-        an IVF index trained on them with ``nprobe`` calibrated (or set by the policy)."""
+        an IVF index trained on them with ``nprobe`` calibrated (or set by the policy) for
+        the query vectors of the model's ``comparison``."""
         policy = policy or AnnPolicy()
         ids = np.asarray(ids, dtype=np.int64)
         vectors = _unit_rows(vectors, dim)
@@ -227,7 +236,7 @@ class GalleryIndex:
         if policy.nprobe:
             ivf.nprobe = min(policy.nprobe, nlist)
         else:
-            ivf.nprobe, recall = _calibrate_nprobe(ivf, ids, vectors, policy)
+            ivf.nprobe, recall = _calibrate_nprobe(ivf, ids, vectors, policy, comparison)
             logger.info(
                 "IVF index of %d vectors: nlist %d, nprobe %d (recall %.3f of the 10 nearest "
                 "other faces on calibration)",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import faiss
 import numpy as np
 
+from models.comparison import Comparison
 from service.index import AnnPolicy, GalleryIndex, IndexState, IndexStore, ReadWriteLock
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class FaissBackend:
         dim: embedding size.
         policy: when a gallery is searched approximately, and how.
         search_threads: OpenMP threads of a search (None: OpenMP's default).
+        comparison: the served model's (``models.comparison``): approximate indexes are
+            calibrated with the query vectors probes search with.
     """
 
     name = "faiss"
@@ -121,9 +124,11 @@ class FaissBackend:
         dim: int,
         policy: AnnPolicy | None = None,
         search_threads: int | None = None,
+        comparison: Comparison = "cosine",
     ) -> None:
         self.store = store
         self.policy = policy or AnnPolicy()
+        self.comparison: Comparison = comparison
         self._key = model_key
         self._dim = dim
         self._search_threads = search_threads
@@ -142,6 +147,7 @@ class FaissBackend:
             np.concatenate(vector_parts),
             revision=revision,
             policy=self.policy,
+            comparison=self.comparison,
         )
 
     def load(self, gallery_id: int) -> GalleryIndex:
@@ -176,7 +182,8 @@ class FaissBackend:
             vectors.start_journal()  # the writes made while the new index is built
         try:
             fresh = GalleryIndex.build(
-                self._dim, ids, rows, revision=revision, policy=self.policy
+                self._dim, ids, rows, revision=revision, policy=self.policy,
+                comparison=self.comparison,
             )
         except BaseException:
             with write_lock:

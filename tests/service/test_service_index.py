@@ -155,6 +155,29 @@ def test_nprobe_is_refined_in_eighths_below_the_first_power_of_two(
     assert max(ivf.tried) <= 2 * needed  # never past the first power of two that reaches it
 
 
+def test_a_pair_space_gallery_is_calibrated_with_query_vectors() -> None:
+    from models.comparison import queries
+
+    rng = np.random.default_rng(4)
+    n, d = 200, 4
+    g, z = _unit(rng, n, d), _unit(rng, n, d)
+    sharp = np.arange(n) % 2 == 0
+    zero = np.zeros_like(g)
+    stored = np.concatenate([np.where(sharp[:, None], g, zero),
+                             np.where(sharp[:, None], zero, z), z], axis=1).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    ivf = _ListsNeeded(ids, stored, needed=1)
+    searched: list[np.ndarray] = []
+    original = ivf.search
+    ivf.search = lambda q, k: (searched.append(q), original(q, k))[1]  # type: ignore[method-assign]
+    _calibrate_nprobe(ivf, ids, stored, AnnPolicy(recall=0.9, calibration_queries=30),  # type: ignore[arg-type]
+                      "pair-space")
+    expected = {row.tobytes() for row in queries(stored, "pair-space")}
+    rows = np.concatenate(searched)
+    assert len(rows) and all(row.tobytes() in expected for row in rows)
+    assert not any(row.tobytes() == stored[i].tobytes() for row in rows for i in range(n))
+
+
 def test_ivf_removes_ids_and_round_trips(tmp_path: Path) -> None:
     index, ids, vectors = _ivf()
     assert index.remove(ids[:5], revision=5) == 5
