@@ -10,13 +10,14 @@ from typing import TypeVar
 import httpx
 
 import lrfr.client.calls as calls
-from lrfr.client.calls import Call, Retry, async_method
+from lrfr.client.base import ClientBase
+from lrfr.client.calls import Call, async_method
 from service.schemas import GalleryOut, Page, SubjectOut
 
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(ClientBase[httpx.AsyncClient]):
     """An asyncio client of the lrfr service: the methods of ``lrfr.client.Client`` as
     coroutines, with the same arguments (``http`` excepted) and the same errors and retries.
 
@@ -29,21 +30,7 @@ class AsyncClient:
         ...     (await lrfr.verify("a.jpg", "b.jpg")).decision
     """
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        api_key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        retry: Retry | None = None,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(
-            base_url=base_url, timeout=timeout
-        )
-        self._headers = {"X-API-Key": api_key} if api_key else {}
-        self.retry = retry or Retry()
+    _http_type = httpx.AsyncClient
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -10,13 +10,14 @@ from typing import TypeVar
 import httpx
 
 import lrfr.client.calls as calls
-from lrfr.client.calls import Call, Retry, sync_method
+from lrfr.client.base import ClientBase
+from lrfr.client.calls import Call, sync_method
 from service.schemas import GalleryOut, Page, SubjectOut
 
 T = TypeVar("T")
 
 
-class Client:
+class Client(ClientBase[httpx.Client]):
     """A client of the lrfr service: one method per operation of its API.
 
     Errors are raised as ``lrfr.client.ApiError`` subclasses carrying the service's
@@ -38,19 +39,7 @@ class Client:
         ...     lrfr.verify("a.jpg", "b.jpg").decision
     """
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        api_key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        retry: Retry | None = None,
-        http: httpx.Client | None = None,
-    ) -> None:
-        self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(base_url=base_url, timeout=timeout)
-        self._headers = {"X-API-Key": api_key} if api_key else {}
-        self.retry = retry or Retry()
+    _http_type = httpx.Client
 
     def close(self) -> None:
         if self._owns_http:

@@ -8,6 +8,8 @@ ReDoc MIT).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 
@@ -53,30 +55,37 @@ def install_docs(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/re
     openapi_url = app.openapi_url or "/openapi.json"
     redirect_url = f"{docs_url}/oauth2-redirect"
 
-    @app.get(docs_url, include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _contained(get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{redirect_url}",
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            swagger_ui_parameters=app.swagger_ui_parameters,
-        ))
+    def add_page(url: str, build: Callable[..., HTMLResponse], title: str, **paths: str) -> None:
+        """Serves at ``url`` the page ``build`` makes under the CSP; ``paths`` are the URLs it
+        names (the OpenAPI schema's among them), each put under the app's root path."""
+
+        async def page(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            urls = {name: f"{root}{path}" for name, path in paths.items()}
+            return _contained(build(title=f"{app.title} - {title}", **urls))
+
+        app.add_api_route(url, page, include_in_schema=False)
+
+    add_page(
+        docs_url,
+        partial(get_swagger_ui_html, swagger_ui_parameters=app.swagger_ui_parameters),
+        "Swagger UI",
+        openapi_url=openapi_url,
+        oauth2_redirect_url=redirect_url,
+        swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+    )
 
     @app.get(redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(redoc_url, include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _contained(get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
-        ))
+    add_page(
+        redoc_url,
+        partial(get_redoc_html, with_google_fonts=False),
+        "ReDoc",
+        openapi_url=openapi_url,
+        redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+    )

@@ -20,6 +20,7 @@ from tests.support.service import (
     enroll,
     face_png,
     identify,
+    populate,
 )
 
 
@@ -143,10 +144,8 @@ def test_quality_floor_refuses_blurry_faces_with_a_reason(make_client) -> None:
 
 def test_deleting_faces_subjects_and_galleries_removes_their_vectors(db_client: TestClient) -> None:
     client = db_client
-    create_gallery(client, "g")
-    for subject, seed in (("a", 10), ("b", 20), ("c", 30)):
-        create_subject(client, "g", subject)
-        enroll(client, "g", subject, face_png(seed), face_png(seed + 1))
+    seeds = {"a": 10, "b": 20, "c": 30}
+    populate(client, {subject: [face_png(s), face_png(s + 1)] for subject, s in seeds.items()})
     probe = face_png(10)
     first = identify(client, "g", probe, top_k=10)
     assert first["matches"][0]["subject"] == "a"
@@ -181,10 +180,7 @@ def test_deleting_faces_subjects_and_galleries_removes_their_vectors(db_client: 
 
 
 def test_face_of_another_subject_cannot_be_deleted_through_this_one(client: TestClient) -> None:
-    create_gallery(client, "g")
-    create_subject(client, "g", "a")
-    create_subject(client, "g", "b")
-    (face,) = enroll(client, "g", "a", face_png(1))
+    (face,) = populate(client, {"a": [face_png(1)], "b": []})["a"]
     assert (
         client.delete(f"/v1/galleries/g/subjects/b/faces/{face}", headers=ADMIN).status_code == 404
     )
@@ -192,10 +188,7 @@ def test_face_of_another_subject_cannot_be_deleted_through_this_one(client: Test
 
 
 def test_identify_returns_each_subject_once_best_first(client: TestClient) -> None:
-    create_gallery(client, "g")
-    for subject in range(6):
-        create_subject(client, "g", f"s{subject}")
-        enroll(client, "g", f"s{subject}", *(face_png(100 * subject + k) for k in range(4)))
+    populate(client, {f"s{s}": [face_png(100 * s + k) for k in range(4)] for s in range(6)})
     result = identify(client, "g", face_png(203), top_k=4)
     subjects = [m["subject"] for m in result["matches"]]
     assert subjects[0] == "s2"
@@ -332,10 +325,8 @@ def test_nan_or_infinity_in_an_invalid_body_is_422_not_500(client: TestClient) -
 
 
 def test_faces_carry_the_upload_hash_and_their_stored_image(client: TestClient) -> None:
-    create_gallery(client, "g")
-    create_subject(client, "g", "s")
     image = face_png(5)
-    (face_id,) = enroll(client, "g", "s", image)
+    (face_id,) = populate(client, {"s": [image]})["s"]
     face = client.get("/v1/galleries/g/subjects/s", headers=CLIENT).json()["faces"][0]
     assert face["sha256"] == hashlib.sha256(image).hexdigest()
     stored = client.get(f"/v1/galleries/g/subjects/s/faces/{face_id}/image", headers=CLIENT)
@@ -348,9 +339,7 @@ def test_faces_carry_the_upload_hash_and_their_stored_image(client: TestClient) 
 
 def test_face_images_not_stored_are_404(make_client) -> None:
     with make_client(store_face_images=False) as client:
-        create_gallery(client, "g")
-        create_subject(client, "g", "s")
-        (face_id,) = enroll(client, "g", "s", face_png(5))
+        (face_id,) = populate(client, {"s": [face_png(5)]})["s"]
         response = client.get(f"/v1/galleries/g/subjects/s/faces/{face_id}/image", headers=CLIENT)
         assert response.status_code == 404
         assert "LRFR_STORE_FACE_IMAGES" in response.json()["detail"]

@@ -27,11 +27,10 @@ from service.reference_model import build_reference_model
 from tests.support.service import (
     ADMIN,
     CLIENT,
-    create_gallery,
-    create_subject,
     enroll,
     face_png,
     identify,
+    populate,
     post_identify,
 )
 
@@ -135,11 +134,7 @@ def test_dev_mode_without_keys_lets_everyone_in(make_client, caplog) -> None:
 
 
 def _populate(client: TestClient) -> None:
-    create_gallery(client, "g")
-    for subject in ("a", "b"):
-        create_subject(client, "g", subject)
-    enroll(client, "g", "a", face_png(1), face_png(2))
-    enroll(client, "g", "b", face_png(3))
+    populate(client, {"a": [face_png(1), face_png(2)], "b": [face_png(3)]})
 
 
 def _top(client: TestClient, seed: int) -> tuple[str, float]:

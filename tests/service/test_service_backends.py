@@ -26,6 +26,7 @@ from tests.support.service import (
     face_png,
     free_port,
     identify,
+    populate,
     serve,
     serve_settings,
     start,
@@ -33,12 +34,8 @@ from tests.support.service import (
 
 
 def _populate(client: TestClient) -> dict[str, list[int]]:
-    create_gallery(client, "g")
-    faces = {}
-    for subject, seeds in {"a": (1, 2), "b": (3,), "c": (5, 6)}.items():
-        create_subject(client, "g", subject)
-        faces[subject] = enroll(client, "g", subject, *(face_png(s) for s in seeds))
-    return faces
+    faces = {"a": [face_png(1), face_png(2)], "b": [face_png(3)], "c": [face_png(5), face_png(6)]}
+    return populate(client, faces)
 
 
 def _top(client: TestClient, seed: int) -> tuple[str, float, int]:
@@ -173,13 +170,10 @@ def test_deleting_a_gallery_drops_its_vectors(make_client, vector_backend: str) 
 
 
 def _enroll_many(client: TestClient, subjects: int, per_subject: int) -> dict[str, list[int]]:
-    create_gallery(client, "g")
-    faces = {}
-    for subject in range(subjects):
-        create_subject(client, "g", f"s{subject}")
-        seeds = [1000 + subject * per_subject + i for i in range(per_subject)]
-        faces[f"s{subject}"] = enroll(client, "g", f"s{subject}", *map(face_png, seeds))
-    return faces
+    return populate(client, {
+        f"s{subject}": [face_png(1000 + subject * per_subject + i) for i in range(per_subject)]
+        for subject in range(subjects)
+    })
 
 
 @pytest.mark.parametrize("vector_backend", ["faiss"], indirect=True)
@@ -220,8 +214,7 @@ def test_faiss_ivf_is_retrained_when_the_gallery_has_grown(make_client) -> None:
         sync = _sync(client)
         sync.maintain()
         assert sync._indexes[1].trained_on == 40
-        create_subject(client, "g", "late")
-        enroll(client, "g", "late", *(face_png(5000 + i) for i in range(20)))
+        create_subject(client, "g", "late", *(face_png(5000 + i) for i in range(20)))
         assert sync._indexes[1].count == 60 and sync._indexes[1].trained_on == 40
         assert sync.maintain() == {"g": "60 faces, trained on 40"}
         assert sync._indexes[1].trained_on == 60

@@ -22,10 +22,9 @@ from tests.support.service import (
     ADMIN,
     CLIENT,
     create_gallery,
-    create_subject,
     encode,
-    enroll,
     face_png,
+    populate,
 )
 
 #: One edge: band 0 = q < 10 (the smooth test blobs), band 1 = q >= 10 (noise images).
@@ -140,9 +139,7 @@ def test_target_far_setting(make_client: Callable[..., object], banded_model: Pa
 
 
 def test_identify_decides_with_the_probe_and_face_band(banded: TestClient) -> None:
-    create_gallery(banded, "g")
-    create_subject(banded, "g", "sharp")
-    (face_id,) = enroll(banded, "g", "sharp", noise_png(5))
+    (face_id,) = populate(banded, {"sharp": [noise_png(5)]})["sharp"]
     stored = banded.get("/v1/galleries/g/subjects/sharp", headers=CLIENT).json()
     stored_q = stored["faces"][0]["quality"]["laplacian"]
 
@@ -167,9 +164,7 @@ def test_identify_decides_with_the_probe_and_face_band(banded: TestClient) -> No
 
 
 def test_identify_probe_too_poor_against_a_poor_face_is_undecidable(banded: TestClient) -> None:
-    create_gallery(banded, "g")
-    create_subject(banded, "g", "blurred")
-    enroll(banded, "g", "blurred", face_png(7))
+    populate(banded, {"blurred": [face_png(7)]})
     response = banded.post(
         "/v1/identify", files={"image": ("p.png", face_png(8))}, data={"gallery": "g"},
         headers=CLIENT,

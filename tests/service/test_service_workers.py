@@ -15,11 +15,10 @@ from fastapi.testclient import TestClient
 from tests.support.service import (
     ADMIN,
     CLIENT,
-    create_gallery,
     create_subject,
-    enroll,
     face_png,
     identify,
+    populate,
     serve,
     serve_settings,
 )
@@ -31,13 +30,10 @@ def _subjects(client: TestClient, image: bytes) -> list[str]:
 
 def test_what_one_worker_writes_the_others_search(make_client: Callable[..., object]) -> None:
     with make_client() as first, make_client() as second:  # type: ignore[attr-defined]
-        create_gallery(first)
-        create_subject(first, "g", "a")
-        enroll(first, "g", "a", face_png(1))
+        populate(first, {"a": [face_png(1)]})
         assert _subjects(second, face_png(1))[0] == "a"
         # the second worker writes; the first, whose index is now behind, follows
-        create_subject(second, "g", "b")
-        enroll(second, "g", "b", face_png(2))
+        create_subject(second, "g", "b", face_png(2))
         assert _subjects(first, face_png(2))[0] == "b"
         response = second.delete("/v1/galleries/g/subjects/a", headers=ADMIN)
         assert response.status_code == 204, response.text

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,9 +53,11 @@ def create_gallery(client: TestClient, name: str = "g") -> None:
     assert response.status_code == 201, response.text
 
 
-def create_subject(client: TestClient, gallery: str, subject: str) -> None:
+def create_subject(client: TestClient, gallery: str, subject: str, *images: bytes) -> list[int]:
+    """Creates ``subject`` in ``gallery``, enrolled with ``images`` if any; their face ids."""
     response = client.post(f"/v1/galleries/{gallery}/subjects", json={"id": subject}, headers=ADMIN)
     assert response.status_code == 201, response.text
+    return enroll(client, gallery, subject, *images) if images else []
 
 
 def enroll(client: TestClient, gallery: str, subject: str, *images: bytes) -> list[int]:
@@ -67,6 +69,18 @@ def enroll(client: TestClient, gallery: str, subject: str, *images: bytes) -> li
     )
     assert response.status_code == 201, response.text
     return [face["id"] for face in response.json()["faces"]]
+
+
+def populate(
+    client: TestClient, faces: Mapping[str, Sequence[bytes]], gallery: str = "g"
+) -> dict[str, list[int]]:
+    """Creates ``gallery`` and in it one subject per key of ``faces``, enrolled with its
+    images; the ids of each subject's faces."""
+    create_gallery(client, gallery)
+    return {
+        subject: create_subject(client, gallery, subject, *images)
+        for subject, images in faces.items()
+    }
 
 
 def post_identify(

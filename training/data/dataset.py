@@ -10,6 +10,7 @@ compare the two.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,11 @@ def _chw(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
+@dataclass(eq=False)
 class FaceDataset(Dataset):
     """Augmented, planned faces from a :class:`FaceSource`.
 
-    Args:
+    Attributes:
         source: the labelled faces (112 crops).
         augment: the augmentation (``None``: none).
         input_size: the network's input side; crops are resized to it (bicubic) after
@@ -51,24 +53,14 @@ class FaceDataset(Dataset):
         return_hr: also return the undegraded copy under ``"hr"``.
     """
 
-    def __init__(
-        self,
-        source: FaceSource,
-        *,
-        augment: Augment | None = None,
-        input_size: int = 112,
-        down: str = "bicubic",
-        up: str = "bicubic",
-        camera: CameraEffects | None = None,
-        return_hr: bool = False,
-    ) -> None:
-        self.source = source
-        self.augment = augment
-        self.input_size = input_size
-        self.down = down
-        self.up = up
-        self.camera = camera
-        self.return_hr = return_hr
+    source: FaceSource
+    _: KW_ONLY
+    augment: Augment | None = None
+    input_size: int = 112
+    down: str = "bicubic"
+    up: str = "bicubic"
+    camera: CameraEffects | None = None
+    return_hr: bool = False
 
     def __len__(self) -> int:
         return len(self.source)
