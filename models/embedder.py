@@ -17,6 +17,7 @@ from PIL import Image
 
 from models.artifact import ArtifactError, ModelMetadata, load_metadata
 from models.comparison import normalise, queries
+from models.runtime import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ class OnnxEmbedder:
         spin: bool | None = None,
         branch: Literal["blurred"] | None = None,
     ) -> None:
-        import onnxruntime as ort  # the service extra; kept local so metadata tools need none
-
         self.path = Path(onnx_path)
         self.metadata = load_metadata(self.path)
         self.branch = branch
@@ -94,19 +93,8 @@ class OnnxEmbedder:
                 raise ArtifactError(f"{self.path}: {exc}") from exc
             except Exception as exc:  # onnx raises protobuf and checker errors of its own
                 raise ArtifactError(f"cannot read the graph of {self.path}: {exc}") from exc
-        available = ort.get_available_providers()
-        if providers is None:
-            preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            providers = [p for p in preferred if p in available]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if spin is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
         try:
-            self.session = ort.InferenceSession(
-                source, sess_options=options, providers=list(providers)
-            )
+            self.session = open_session(source, providers=providers, threads=threads, spin=spin)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         inputs = {i.name: i for i in self.session.get_inputs()}

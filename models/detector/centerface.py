@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from models.detector._dynamic import with_dynamic_shapes
+from models.runtime import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ class FaceDetector:
         nms_iou: float = 0.3,
         max_side: int = 640,
     ) -> None:
-        import onnxruntime as ort  # the service extra; kept local like models.embedder
-
         if not 0.0 < score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
         if max_side < _MULTIPLE:
@@ -207,18 +206,10 @@ class FaceDetector:
             model = with_dynamic_shapes(self.path.read_bytes(), shapes)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read a CenterFace model from {self.path}: {exc}") from exc
-        available = ort.get_available_providers()
-        if providers is None:
-            preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            providers = [p for p in preferred if p in available]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # the file carries unused BN counters ORT warns about
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
-                model, sess_options=options, providers=list(providers)
-            )
+            # log level 3: the file carries unused BN counters ONNX Runtime warns about
+            self.session = open_session(model, providers=providers, threads=threads,
+                                        log_severity=3)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ValueError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         self.providers = self.session.get_providers()

@@ -111,18 +111,24 @@ def _student(gated: QualityGated, batch: np.ndarray) -> np.ndarray:
         return torch.nn.functional.normalize(gated.blurred(torch.from_numpy(batch)), dim=1).numpy()
 
 
-@pytest.mark.parametrize("rewrite", [False, True], ids=["both-branches", "branch-only"])
-def test_the_blurred_branch_embeds_every_face_by_the_student(
-    gated_module: QualityGated, gated_graph: Path, rewrite: bool
-) -> None:
+@pytest.fixture(params=[False, True], ids=["both-branches", "branch-only"])
+def either_form(request: pytest.FixtureRequest, gated_graph: Path) -> onnx.ModelProto:
+    """The gated graph as exported (both branches, a Where) or rewritten branch-only."""
     model = onnx.load(str(gated_graph))
-    if rewrite:
-        model = make_branch_only(model)
-    branch = blurred_branch(model)
+    return make_branch_only(model) if request.param else model
+
+
+#: Sharp and blurred faces, interleaved, and which is which.
+MIXED_AMPLITUDES, MIXED_SHARP = [1.0, 0.001, 0.5, 0.002], np.array([True, False, True, False])
+
+
+def test_the_blurred_branch_embeds_every_face_by_the_student(
+    gated_module: QualityGated, gated_graph: Path, either_form: onnx.ModelProto
+) -> None:
+    branch = blurred_branch(either_form)
     assert [i.name for i in branch.graph.input] == ["input"]
     assert [o.name for o in branch.graph.output] == ["embedding"]
-    batch = _inputs([1.0, 0.001, 0.5, 0.002])
-    sharp = np.array([True, False, True, False])
+    batch, sharp = _inputs(MIXED_AMPLITUDES), MIXED_SHARP
     served, student = _run(gated_graph, batch), _run(branch, batch)
     np.testing.assert_allclose(student, _student(gated_module, batch), atol=1e-5)
     np.testing.assert_allclose(student[~sharp], served[~sharp], atol=1e-6)
@@ -181,17 +187,12 @@ def test_a_gated_artifact_whose_graph_is_unreadable_is_an_artifact_error(
         OnnxEmbedder(path, branch="blurred")
 
 
-@pytest.mark.parametrize("rewrite", [False, True], ids=["both-branches", "branch-only"])
 def test_the_pair_space_graph_gives_both_networks_blocks(
-    gated_module: QualityGated, gated_graph: Path, rewrite: bool
+    gated_module: QualityGated, gated_graph: Path, either_form: onnx.ModelProto
 ) -> None:
-    model = onnx.load(str(gated_graph))
-    if rewrite:
-        model = make_branch_only(model)
-    pair = pair_space_graph(model)
+    pair = pair_space_graph(either_form)
     assert [o.name for o in pair.graph.output] == ["embedding"]
-    batch = _inputs([1.0, 0.001, 0.5, 0.002])
-    sharp = np.array([True, False, True, False])
+    batch, sharp = _inputs(MIXED_AMPLITUDES), MIXED_SHARP
     served = _run(gated_graph, batch)
     blocks = normalise(_run(pair, batch), "pair-space").reshape(4, 3, 16)
     student = _student(gated_module, batch)
