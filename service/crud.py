@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,10 @@ class NewFace:
     height: int
     image_png: bytes | None
     upload_sha256: str | None = None
+
+    def columns(self) -> dict[str, object]:
+        """Every field but the embedding, each the ``faces`` column of the same name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
 
 
 @dataclass(frozen=True)
@@ -221,12 +225,7 @@ def add_faces(
             subject_id=subject_id,
             model_version=model_version,
             embedding=np.ascontiguousarray(face.embedding, dtype=np.float32).tobytes(),
-            laplacian=face.laplacian,
-            laplacian_var=face.laplacian_var,
-            width=face.width,
-            height=face.height,
-            image_png=face.image_png,
-            upload_sha256=face.upload_sha256,
+            **face.columns(),
         )
         for face in faces
     ]

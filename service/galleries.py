@@ -42,12 +42,7 @@ logger = logging.getLogger(__name__)
 def face_out(face: Face) -> FaceOut:
     return FaceOut(
         id=face.id,
-        quality=Quality(
-            laplacian=face.laplacian,
-            laplacian_var=face.laplacian_var,
-            width=face.width,
-            height=face.height,
-        ),
+        quality=Quality.model_validate(face, from_attributes=True),  # the same-named columns
         created_at=face.created_at,
         sha256=face.upload_sha256,
     )

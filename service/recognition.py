@@ -429,10 +429,7 @@ class RecognitionService:
         rows = [
             crud.NewFace(
                 embedding=vector,
-                laplacian=prepared.quality.laplacian,
-                laplacian_var=prepared.quality.laplacian_var,
-                width=prepared.quality.width,
-                height=prepared.quality.height,
+                **prepared.quality.model_dump(),
                 image_png=prepared.image_png,
                 upload_sha256=digest,
             )
