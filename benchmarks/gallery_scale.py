@@ -492,6 +492,11 @@ def main() -> None:
         else:
             model = Path(args.model)
         meta = load_metadata(model)
+        if meta.comparison != "cosine":
+            # the synthetic faces are drawn as single unit vectors, not pair-space blocks
+            raise SystemExit(f"{model} compares in the {meta.comparison}; the synthetic "
+                             "gallery models one unit vector per face: pass a cosine model "
+                             "(e.g. the 2.1.0 graph: git show b765ca8:models/bundled/lrfr.onnx)")
         sha = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
         cache = REPO_ROOT / "runs" / "gallery_scale" / (
             f"real-{sha}-{args.lfw_people}-{args.lfw_images}-{args.extra_faces}-{args.seed}.npz")

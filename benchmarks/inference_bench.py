@@ -1,6 +1,8 @@
 """Inference speed and accuracy of a model artifact's variants, in one run (a script, not
 a test): today's fp32 graph, its branch-only rewrite and its int8 copy (and, with
-``--fp16``, the fp16 copy on this machine's CPU, for reference only).
+``--fp16``, the fp16 copy on this machine's CPU, for reference only; with
+``--pair-space``, a pair-space artifact of the same weights, ``lrfr quantize --to
+pair-space``, whose sharp faces run both networks).
 
 * **faces/s**: batches of 32 LFW View 1 ``pairsDevTest`` crops (people never trained on),
   each degraded to one resolution of a cycle through 112, 80, 56, 40, 28, 20, 14, 10 and
@@ -12,7 +14,8 @@ a test): today's fp32 graph, its branch-only rewrite and its int8 copy (and, wit
 * **accuracy**: LFW View 1 ``pairsDevTest`` (1,000 pairs), 10-fold best-threshold
   accuracy, both faces at r and cross-resolution (112 vs r): ``lrfr eval lfw --view 1
   --cross-resolution`` (``training.eval.runner.evaluate``).
-* **agreement**: least and mean cosine of each variant's embedding with fp32's on the mix.
+* **agreement**: least and mean cosine of each variant's embedding with fp32's on the mix
+  (for a pair-space artifact, of the block each face's gate picks).
 
 The branch-only and int8 copies are built here from ``--model`` (``lrfr quantize``'s
 code) unless given. Prints one markdown table (copy it into docs/benchmarks.md).
@@ -39,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from models.artifact import load_metadata  # noqa: E402
+from models.comparison import PAIR_SPACE_BLOCKS, sharp_rows  # noqa: E402
 from models.embedder import OnnxEmbedder  # noqa: E402
 from models.quality import laplacian_score  # noqa: E402
 from models.quantize import agreement  # noqa: E402
@@ -122,7 +126,20 @@ def build_variants(args: argparse.Namespace, workdir: Path) -> list[tuple[str, P
         fp16 = workdir / "lrfr.fp16.onnx"
         convert_fp16(args.model, fp16, check, threads=args.threads)
         variants.append(("fp16, branch-only (CPU; meant for CUDA)", fp16))
+    if args.pair_space:
+        variants.append((f"{load_metadata(args.pair_space).precision}, pair-space",
+                         args.pair_space))
     return variants
+
+
+def served_embeddings(embedder: OnnxEmbedder, crops: np.ndarray) -> np.ndarray:
+    """The embedding the gate picks for each face: a pair-space vector's sharp block for a
+    sharp face, its blurred block for the others; any other model's own embedding."""
+    vectors = embedder.embed_pixels(crops)
+    if embedder.metadata.comparison != "pair-space":
+        return vectors
+    blocks = vectors.reshape(len(vectors), PAIR_SPACE_BLOCKS, -1)
+    return np.where(sharp_rows(vectors)[:, None], blocks[:, 0], blocks[:, 1])
 
 
 def _signed(value: float, reference: float) -> str:
@@ -142,7 +159,7 @@ def print_table(variants: list[Variant], crops: np.ndarray) -> None:
         fps = float(np.median(variant.throughput))
         p50, p99 = np.percentile(variant.latency, [50, 99]) * 1000
         check = agreement(ref_embeddings.astype(np.float64),
-                          variant.embedder.embed_pixels(crops).astype(np.float64))
+                          served_embeddings(variant.embedder, crops).astype(np.float64))
         cells = []
         for r in ACCURACY_AT:
             value = variant.both[r]
@@ -168,6 +185,8 @@ def parse_args() -> argparse.Namespace:
                         help="its int8 copy (default: built here as `lrfr quantize --to int8` "
                              "does: 1,152 DevTrain crops, percentile ranges)")
     parser.add_argument("--fp16", action="store_true", help="also the fp16 copy, on the CPU")
+    parser.add_argument("--pair-space", type=Path, default=None,
+                        help="also this pair-space artifact (lrfr quantize --to pair-space)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, default=4, help="batches of 32 per round")

@@ -27,6 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gallery_scale import REPO_ROOT, FaceDistribution, RealFaces, _unit
 
+from models.artifact import load_metadata
 from models.embedder import OnnxEmbedder
 
 
@@ -41,6 +42,9 @@ def main() -> None:
     parser.add_argument("--per-subject", type=int, default=4)
     args = parser.parse_args()
 
+    if load_metadata(args.model).comparison != "cosine":
+        raise SystemExit(f"{args.model} is not a cosine model; the synthetic gallery holds "
+                         "one unit vector per face")
     data = np.load(args.cache)
     real = RealFaces(*(data[k] for k in ("vectors", "subjects", "probe_pixels",
                                           "probe_subjects", "probe_widths")))

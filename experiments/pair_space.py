@@ -26,7 +26,12 @@ LFW pairs and people, three ways to compare:
 
 Pairs: 10-fold accuracy, both faces degraded to r and 112 px against r. Identification:
 closed-set rank-1 / rank-5 over every gallery person (one photo each), probes degraded to
-r, the gallery at r (both) or at 112 px (cross). The ``gated`` and ``student`` columns
+r, the gallery at r (both) or at 112 px (cross). Verification against the gallery: every
+probe against every gallery photo (its own person's: genuine; the others: impostors, a
+few hundred thousand), TAR at FAR 1e-2 and 1e-3 with one threshold per rule, the
+decision-level view that a tuned accuracy hides. Open set: ``lrfr eval``'s FNIR at FPIR
+1e-2 / 1e-3 (half the people enrolled), the pair space searched with the service's
+stored and query vectors. The ``gated`` and ``student`` columns
 repeat ``lrfr eval lfw`` on the same data (a check of this script).
 
     python experiments/pair_space.py --gated models/bundled/lrfr.onnx \\
@@ -48,6 +53,7 @@ import numpy as np
 import torch
 
 from models.backbones.gated import QualityGated
+from models.comparison import queries
 from training.eval.datasets import load_lfw, load_lfw_identification
 from training.eval.embedding import EmbeddingModel, load_model
 from training.eval.metrics import (
@@ -56,8 +62,9 @@ from training.eval.metrics import (
     kfold_accuracy,
     kfold_accuracy_by_group,
     search,
+    threshold_at_far,
 )
-from training.eval.protocols import OpenSetProtocol, PairProtocol
+from training.eval.protocols import OpenSetProtocol, PairProtocol, score_open_set
 from training.eval.runner import EmbeddingStore, EvalSettings, join_images, load_faces
 from training.faces import FaceLoader
 
@@ -175,10 +182,66 @@ def rank_rows(
     return row
 
 
-def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str) -> list[str]:
-    """One Markdown table: a row per setting, a column per rule, then the share column."""
-    share = "dlib space share" if pairs else "sharp probe share"
-    unit = "accuracy % (sd)" if pairs else "rank-1 / rank-5 %"
+#: FARs of the verification-against-the-gallery table.
+GALLERY_FARS = (1e-2, 1e-3)
+
+
+def tar_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool) -> dict[str, Any]:
+    """TAR at :data:`GALLERY_FARS` of every probe against every gallery photo, per rule
+    (the pair space: dlib's cosine when probe and photo are both sharp, else the students')."""
+    gg, sg, hg = spaces.get(None if cross else side, ident.gallery)
+    gp, sp, hp = spaces.get(side, ident.probes)
+    genuine = np.asarray(ident.probe_labels)[:, None] == np.asarray(ident.gallery_labels)[None, :]
+    gated, student = gp @ gg.T, sp @ sg.T
+    both_sharp = hp[:, None] & hg[None, :]
+    row: dict[str, Any] = {"dlib space share": float(both_sharp.mean())}
+    for name, scores in (("gated", gated), ("student", student),
+                         ("pair space", np.where(both_sharp, gated, student))):
+        rates = []
+        for far in GALLERY_FARS:
+            threshold = threshold_at_far(scores[~genuine], far)
+            rates.append(float("nan") if threshold is None
+                         else float(np.mean(scores[genuine] >= threshold)))
+        row[name] = tuple(rates)
+    return row
+
+
+def stored_vectors(gated: np.ndarray, student: np.ndarray, sharp: np.ndarray) -> np.ndarray:
+    """Pair-space stored vectors (``models.comparison``) of faces embedded both ways."""
+    zero = np.zeros_like(gated)
+    return np.concatenate([np.where(sharp[:, None], gated, zero),
+                           np.where(sharp[:, None], zero, student), student], axis=1)
+
+
+def open_set_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool
+                  ) -> dict[str, Any]:
+    """Open-set FNIR at FPIR 1e-2 / 1e-3 (``lrfr eval``'s protocol: half the people enrolled,
+    the others' probes non-mated) of every rule; the pair space searched as the service
+    does, stored gallery vectors against each probe's query vector."""
+    gg, sg, hg = spaces.get(None if cross else side, ident.gallery)
+    gp, sp, hp = spaces.get(side, ident.probes)
+    gn, sn, hn = spaces.get(side, ident.nonmated)
+    row: dict[str, Any] = {"sharp probe share": float(hp.mean())}
+    searched = {
+        "gated": (gg, gp, gn), "student": (sg, sp, sn),
+        "pair space": (stored_vectors(gg, sg, hg),
+                       queries(stored_vectors(gp, sp, hp), "pair-space"),
+                       queries(stored_vectors(gn, sn, hn), "pair-space")),
+    }
+    for name, (gallery, probes, nonmated) in searched.items():
+        fnir: dict[str, float | None] = score_open_set(  # type: ignore[assignment]
+            ident, gallery, probes, nonmated)["fnir_at_fpir"]
+        row[name] = tuple(np.nan if (value := fnir.get(str(f))) is None else float(value)
+                          for f in GALLERY_FARS)
+    return row
+
+
+def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str,
+             unit: str | None = None) -> list[str]:
+    """One Markdown table: a row per setting, a column per rule, then the share column
+    (``pairs``: accuracy and sd; else two rates, e.g. rank-1 / rank-5)."""
+    share = next(key for key in rows[0][1] if key.endswith("share"))
+    unit = unit or ("accuracy % (sd)" if pairs else "rank-1 / rank-5 %")
     rules = [key for key in rows[0][1] if key != share]
     lines = [f"### {title}", "", f"| {unit} | " + " | ".join(rules) + f" | {share} |",
              "|---" * (len(rules) + 2) + "|"]
@@ -242,6 +305,10 @@ def main() -> None:
     pair_table += [(f"112 / {s} px", pair_rows(spaces, protocol, s, True, weights)) for s in cross]
     rank_table = [(f"both {s} px", rank_rows(spaces, ident, s, False, weights)) for s in sides]
     rank_table += [(f"112 / {s} px", rank_rows(spaces, ident, s, True, weights)) for s in cross]
+    tar_table = [(f"both {s} px", tar_rows(spaces, ident, s, False)) for s in sides]
+    tar_table += [(f"112 / {s} px", tar_rows(spaces, ident, s, True)) for s in cross]
+    open_table = [(f"both {s} px", open_set_rows(spaces, ident, s, False)) for s in sides]
+    open_table += [(f"112 / {s} px", open_set_rows(spaces, ident, s, True)) for s in cross]
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,11 +320,17 @@ def main() -> None:
         "",
     ]
     text = "\n".join(header + markdown(pair_table, True, "Pairs")
-                     + markdown(rank_table, False, "Identification (closed set)"))
+                     + markdown(rank_table, False, "Identification (closed set)")
+                     + markdown(tar_table, False, "Verification against the gallery",
+                                unit="TAR % at FAR 1e-2 / 1e-3")
+                     + markdown(open_table, False, "Identification (open set)",
+                                unit="FNIR % at FPIR 1e-2 / 1e-3"))
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
         {"gated": args.gated, "student": args.student, "gate": spaces.gate,
-         "pairs": dict(pair_table), "identification": dict(rank_table)}, indent=1))
+         "pairs": dict(pair_table), "identification": dict(rank_table),
+         "verification_against_gallery": dict(tar_table),
+         "open_set": dict(open_table)}, indent=1))
     print(text)
 
 
