@@ -105,7 +105,7 @@ def _run(
     branch: str | None = None,
 ) -> None:
     from training.eval.datasets import DatasetLayoutError
-    from training.eval.embedding import load_model
+    from training.eval.embedding import comparison_of, load_model
     from training.eval.report import markdown_table, write_report
     from training.eval.runner import evaluate
 
@@ -123,6 +123,10 @@ def _run(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot load model {model}: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    if settings.flip and comparison_of(embedder) != "cosine":
+        typer.echo(f"error: --flip needs one unit vector per face; {model}'s comparison is "
+                   f"{comparison_of(embedder)!r} (three blocks a face)", err=True)
+        raise typer.Exit(code=2)
     run = evaluate(embedder, protocol, faces, settings, dataset=data, limit=limit,
                    identification=identification)
     paths = write_report(run, out)

@@ -60,8 +60,8 @@ class FlipAveraged:
 
     def __init__(self, model: EmbeddingModel) -> None:
         if comparison_of(model) != "cosine":
-            raise ValueError("flip averaging needs one unit vector per face; this model "
-                             f"compares in the {comparison_of(model)} (three blocks a face)")
+            raise ValueError("flip averaging needs one unit vector per face; this model's "
+                             f"comparison is {comparison_of(model)!r} (three blocks a face)")
         self.model = model
 
     @property

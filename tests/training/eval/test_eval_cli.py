@@ -220,6 +220,13 @@ def test_eval_of_a_pair_space_model_applies_its_rule(lfw_dir: Path, tmp_path: Pa
     served = OnnxEmbedder(source)
     across = np.sum(served.embed_pixels(full[left]) * served.embed_pixels(low[right]), axis=1)
     assert not np.allclose(across, rule(full[left], low[right]), atol=1e-3)
+    # flip averaging and one branch are refused: the vectors are three blocks
+    for option, message in ((("--flip",), "--flip needs one unit vector per face"),
+                            (("--branch", "blurred"), "is a pair-space model")):
+        result = CliRunner().invoke(app, ["eval", "lfw", "--model", str(pair), "--data",
+                                          str(lfw_dir), "--out", str(tmp_path / "x"),
+                                          "--limit", "10", *option])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_parse_resolutions() -> None:
