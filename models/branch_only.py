@@ -316,3 +316,28 @@ def pair_space_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     if len(width) == 2 and width[1].HasField("dim_value"):
         width[1].dim_value *= PAIR_SPACE_BLOCKS
     return result
+
+
+def same_side_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A pair-space graph (:func:`pair_space_graph`) with the student back on the blurred
+    faces only: a blurred face still gives ``[0, z, z]``, a sharp one ``[g, 0, g]`` instead
+    of ``[g, 0, z]``, at the cost of one network instead of two. Its vectors compare two
+    faces on the *same* side of the gate as the pair-space rule does (two sharp faces by
+    g, two blurred ones by z); a sharp face against a blurred one would be compared by
+    g . z, across the networks, so it is for ``/verify`` pairs the gate does not split.
+
+    Raises:
+        GraphRewriteError: ``model`` is not a pair-space graph.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    every_row = next((n for n in graph.node if n.name == "pair/every_row"), None)
+    negation = next((n for n in graph.node if n.name == "gate/not"), None)
+    if every_row is None or negation is None:
+        raise GraphRewriteError("not a pair-space graph (lrfr quantize --to pair-space)")
+    negation.input[0] = every_row.input[0]  # the student's rows: the blurred ones again
+    graph.node.remove(every_row)
+    for initializer in [i for i in graph.initializer if i.name == every_row.input[1]]:
+        graph.initializer.remove(initializer)
+    return result

@@ -8,9 +8,10 @@ channels put in ``colour_order``, normalised with ``mean``/``std`` and laid out 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -74,6 +75,9 @@ class OnnxEmbedder:
         self.path = Path(onnx_path)
         self.metadata = load_metadata(self.path)
         self.branch = branch
+        self._threads, self._spin = threads, spin
+        self._same_side: Any = None  # a pair-space model's one-network session, on first use
+        self._same_side_lock = threading.Lock()
         source: str | bytes = str(self.path)
         if branch is not None:
             if branch != "blurred":
@@ -122,13 +126,28 @@ class OnnxEmbedder:
         """The RGB uint8 pixels of ``image`` as the network sees them."""
         return resize_to_input(image, self.metadata.input_size)
 
-    def embed_pixels(self, pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    def embed_pixels(
+        self, pixels: Sequence[np.ndarray] | np.ndarray, *, same_side: bool = False
+    ) -> np.ndarray:
         """Embeddings (N, D) of RGB uint8 arrays already at the input size: unit vectors,
-        or for a pair-space model the stored vectors of unit blocks (``models.comparison``)."""
+        or for a pair-space model the stored vectors of unit blocks (``models.comparison``).
+
+        Args:
+            same_side: (pair-space models; ignored by others) the faces will be compared
+                only with faces on their own side of the gate, e.g. the two faces of a
+                ``/verify`` that are both sharp or both blurred: a sharp face then runs
+                dlib's branch alone and its third block repeats its first
+                (``models.branch_only.same_side_graph``), half the cost. A sharp face
+                embedded so and compared with a blurred one is compared across the two
+                networks.
+        """
         if len(pixels) == 0:
             return np.zeros((0, self.metadata.embedding_size), dtype=np.float32)
         tensor = to_tensor(pixels, self.metadata)
-        (raw,) = self.session.run([self.metadata.output_name], {self.metadata.input_name: tensor})
+        session = self.session
+        if same_side and self.metadata.comparison == "pair-space":
+            session = self._same_side_session()
+        (raw,) = session.run([self.metadata.output_name], {self.metadata.input_name: tensor})
         raw = np.asarray(raw, dtype=np.float32).reshape(len(tensor), -1)
         if raw.shape[1] != self.metadata.embedding_size:
             raise ArtifactError(
@@ -136,6 +155,19 @@ class OnnxEmbedder:
                 f"{self.metadata.embedding_size}"
             )
         return normalise(raw, self.metadata.comparison)
+
+    def _same_side_session(self) -> Any:
+        with self._same_side_lock:
+            if self._same_side is None:
+                import onnx
+
+                from models.branch_only import same_side_graph
+
+                graph = same_side_graph(onnx.load(str(self.path)))
+                self._same_side = open_session(graph.SerializeToString(),
+                                               providers=self.providers, threads=self._threads,
+                                               spin=self._spin)
+            return self._same_side
 
     def queries(self, stored: np.ndarray) -> np.ndarray:
         """The vectors that this model's stored vectors are compared with (``models.comparison``):

@@ -423,7 +423,9 @@ def write_pair_space(source: str | Path, onnx_path: str | Path, crops: np.ndarra
     # the source's calibration note describes thresholds this artifact does not have
     extra = {**{k: v for k, v in metadata.extra.items() if k != "calibration"},
              "pair_space_parity": {
-        **check.as_dict(), "against": Path(source).name,
+        **check.as_dict(),
+        "against": f"{Path(source).name} ({metadata.version}, sha256 "
+                   f"{(metadata.onnx_sha256 or 'unrecorded')[:12]})",
         "sharp_faces": int(sharp.sum()), "blurred_faces": int((~sharp).sum()),
     }}
     write_metadata(onnx_path, metadata.model_copy(update={

@@ -6,12 +6,16 @@ window ends or ``max_batch`` images are waiting. The window is waited only while
 requests are on their way (``incoming``: being decoded, their images not yet queued):
 alone, a request would wait the whole window for company that cannot come. ONNX Runtime
 runs in a dedicated thread so the event loop keeps accepting requests meanwhile.
+Images asked for with ``same_side`` (a pair-space model's cheaper form for a ``/verify``
+the gate does not split, ``models.embedder.OnnxEmbedder.embed_pixels``) share the batch
+window and are run as their own model call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +27,16 @@ logger = logging.getLogger(__name__)
 
 
 class PixelEmbedder(Protocol):
-    """What the batcher needs of a model (``models.embedder.OnnxEmbedder`` fits)."""
+    """What the batcher needs of a model (``models.embedder.OnnxEmbedder`` fits; only
+    pair-space models are ever asked for ``same_side``)."""
 
-    def embed_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray: ...
+    def embed_pixels(
+        self, pixels: Sequence[np.ndarray], *, same_side: bool = False
+    ) -> np.ndarray: ...
 
 
-_Item = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
+#: An image, the future of its embedding, and whether it is wanted ``same_side``.
+_Item = tuple[np.ndarray, "asyncio.Future[np.ndarray]", bool]
 
 
 class BatchingEmbedder:
@@ -95,22 +103,23 @@ class BatchingEmbedder:
             self._task = None
         if self._queue is not None:
             while not self._queue.empty():
-                _, future = self._queue.get_nowait()
+                _, future, _ = self._queue.get_nowait()
                 if not future.done():
                     future.set_exception(RuntimeError("the embedder is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def embed(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        """L2-normalised embeddings (N, D) of RGB uint8 arrays at the model input size."""
+    async def embed(self, pixels: Sequence[np.ndarray], *, same_side: bool = False) -> np.ndarray:
+        """Embeddings (N, D) of RGB uint8 arrays at the model input size (``same_side``:
+        see ``OnnxEmbedder.embed_pixels``)."""
         if self._queue is None or not self.running:
             raise RuntimeError("the embedder is not running")
         loop = asyncio.get_running_loop()
         futures = []
         for image in pixels:
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.put_nowait((image, future))
+            self._queue.put_nowait((image, future, same_side))
             futures.append(future)
         vectors = await asyncio.gather(*futures)
         return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
@@ -138,23 +147,31 @@ class BatchingEmbedder:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [item for item in await self._collect() if not item[1].done()]
-            if not batch:
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
-            try:
-                vectors = await loop.run_in_executor(
-                    self._executor, self._embedder.embed_pixels, [image for image, _ in batch]
-                )
-            except Exception as exc:  # the model failed: every waiting request learns why
-                logger.exception("embedding a batch of %d failed", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), vector in zip(batch, vectors, strict=True):
+            collected = [item for item in await self._collect() if not item[1].done()]
+            for same_side in (False, True):
+                batch = [item for item in collected if item[2] is same_side]
+                if batch:
+                    await self._embed_batch(batch, same_side)
+
+    async def _embed_batch(self, batch: list[_Item], same_side: bool) -> None:
+        """One model call for ``batch``; each waiting request gets its vector or the error."""
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        images = [image for image, _, _ in batch]
+        # asked only when set: the test doubles of other models take no such argument
+        call = (functools.partial(self._embedder.embed_pixels, same_side=True)
+                if same_side else self._embedder.embed_pixels)
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(
+                self._executor, call, images
+            )
+        except Exception as exc:  # the model failed: every waiting request learns why
+            logger.exception("embedding a batch of %d failed", len(batch))
+            for _, future, _ in batch:
                 if not future.done():
-                    future.set_result(vector)
+                    future.set_exception(exc)
+            return
+        for (_, future, _), vector in zip(batch, vectors, strict=True):
+            if not future.done():
+                future.set_result(vector)

@@ -209,8 +209,17 @@ class RecognitionService:
                 lambda: [self._prepare_one(upload, keep_image, request) for upload in uploads]
             )
 
-    async def embed(self, faces: Sequence[PreparedFace]) -> np.ndarray:
-        return await self._batcher.embed([face.pixels for face in faces])
+    async def embed(self, faces: Sequence[PreparedFace], *, same_side: bool = False) -> np.ndarray:
+        return await self._batcher.embed([face.pixels for face in faces], same_side=same_side)
+
+    def _same_side(self, faces: Sequence[PreparedFace]) -> bool:
+        """Whether a pair-space model may embed ``faces`` for comparison with each other
+        only, all on one side of its gate (by the q the service measured, the graph's own
+        q up to rounding): two sharp faces then run dlib's branch alone."""
+        gate = self.model.gate
+        if self.model.comparison != "pair-space" or gate is None:
+            return False
+        return len({face.quality.laplacian >= gate.threshold for face in faces}) == 1
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -242,7 +251,7 @@ class RecognitionService:
     ) -> VerifyResponse:
         key = self._far(far)
         faces = await self.prepare([first, second], face=face)
-        vectors = await self.embed(faces)
+        vectors = await self.embed(faces, same_side=self._same_side(faces))
         # the model's comparison: a cosine, or a gated model's pair's space (models.comparison)
         similarity = float(np.clip(
             pair_similarity(vectors[:1], vectors[1:], self.model.comparison)[0], -1.0, 1.0

@@ -24,6 +24,7 @@ from models.branch_only import (
     is_gated_both_branches,
     make_branch_only,
     pair_space_graph,
+    same_side_graph,
 )
 from models.comparison import normalise
 from models.embedder import OnnxEmbedder, to_tensor
@@ -220,3 +221,21 @@ def test_a_pair_space_graph_is_not_rewritten_again(gated_graph: Path) -> None:
 def test_a_graph_without_branches_has_no_pair_space(tiny_artifact: Path) -> None:
     with pytest.raises(GraphRewriteError, match="not a gated graph"):
         pair_space_graph(onnx.load(str(tiny_artifact)))
+
+
+def test_the_same_side_graph_runs_the_student_on_blurred_faces_only(gated_graph: Path) -> None:
+    pair = pair_space_graph(onnx.load(str(gated_graph)))
+    same = same_side_graph(pair)
+    batch, sharp = _inputs(MIXED_AMPLITUDES), MIXED_SHARP
+    full = normalise(_run(pair, batch), "pair-space").reshape(4, 3, 16)
+    cheap = normalise(_run(same, batch), "pair-space").reshape(4, 3, 16)
+    np.testing.assert_allclose(cheap[~sharp], full[~sharp], atol=1e-6)
+    np.testing.assert_allclose(cheap[sharp, 0], full[sharp, 0], atol=1e-6)
+    np.testing.assert_allclose(cheap[sharp, 2], full[sharp, 0], atol=1e-6)  # g, not z
+    assert not cheap[sharp, 1].any()
+    mask = next(n for n in pair.graph.node if n.name == "pair/every_row").input[0]
+    negation = next(n for n in same.graph.node if n.name == "gate/not")
+    assert list(negation.input) == [mask]  # the student's rows: the blurred ones
+    assert not any(n.name == "pair/every_row" for n in same.graph.node)
+    with pytest.raises(GraphRewriteError, match="not a pair-space graph"):
+        same_side_graph(onnx.load(str(gated_graph)))

@@ -218,6 +218,12 @@ def test_pair_space_copy(gated_artifact: Path, tmp_path: Path, precision: str) -
                                expected, atol=1e-5)
     np.testing.assert_allclose(stored @ pair.queries(stored).T,
                                (stored @ pair.queries(stored).T).T, atol=1e-6)
+    # two faces on one side of the gate: the one-network form gives the same similarity
+    cheap = pair.embed_pixels(crops, same_side=True)
+    for a, b in ((0, 2), (1, 3)):
+        assert float(cheap[a] @ pair.queries(cheap[b:b + 1])[0]) == pytest.approx(
+            float(stored[a] @ pair.queries(stored[b:b + 1])[0]), abs=1e-6)
+    np.testing.assert_allclose(cheap[1::2], stored[1::2], atol=1e-6)  # blurred: unchanged
     with pytest.raises(ArtifactError, match="pair-space model"):
         OnnxEmbedder(tmp_path / "g.pair.onnx", branch="blurred")
 

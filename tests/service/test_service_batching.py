@@ -153,3 +153,34 @@ def test_the_window_still_bounds_the_wait_for_requests_on_their_way() -> None:
 
     asyncio.run(scenario())
     assert model.batches == [1]
+
+
+class SideRecordingEmbedder(RecordingEmbedder):
+    """Also takes ``same_side`` (as a pair-space model does), marking its answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, bool]] = []
+
+    def embed_pixels(self, pixels: Sequence[np.ndarray], *, same_side: bool = False
+                     ) -> np.ndarray:
+        self.calls.append((len(pixels), same_side))
+        vectors = super().embed_pixels(pixels)
+        return vectors + (1000.0 if same_side else 0.0)
+
+
+def test_same_side_requests_share_the_window_and_run_as_their_own_call() -> None:
+    model = SideRecordingEmbedder()
+    sizes: list[int] = []
+
+    async def scenario() -> list[np.ndarray]:
+        async with _running(model, window_s=0.05, max_batch=64, on_batch=sizes.append) as batcher:
+            return await asyncio.gather(*(
+                batcher.embed([_image(v)], same_side=v % 2 == 1) for v in range(6)
+            ))
+
+    results = asyncio.run(scenario())
+    assert sorted(model.calls) == [(3, False), (3, True)]
+    assert sorted(sizes) == [3, 3]
+    # each request got its own image's vector, from the call it asked for
+    assert [int(r[0, 0]) for r in results] == [0, 1001, 2, 1003, 4, 1005]

@@ -65,20 +65,33 @@ def _verify(client: TestClient, first: np.ndarray, second: np.ndarray) -> float:
     return response.json()["similarity"]
 
 
-def test_verify_compares_in_the_pairs_space(models: tuple[Path, Path], make_client) -> None:
+def test_verify_compares_in_the_pairs_space(
+    models: tuple[Path, Path], make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, pair = models
     pictures = _pictures(1)
     served, student = _expected(source, pictures)
+    calls: list[tuple[int, bool]] = []
+    embed = OnnxEmbedder.embed_pixels
+
+    def recording(self: OnnxEmbedder, pixels: np.ndarray, *, same_side: bool = False
+                  ) -> np.ndarray:
+        calls.append((len(pixels), same_side))
+        return embed(self, pixels, same_side=same_side)
+
+    monkeypatch.setattr(OnnxEmbedder, "embed_pixels", recording)
     with make_client(model_path=pair) as client:
         ready = client.get("/readyz").json()["model"]
         assert ready["version"] == "2.0.0" and ready["embedding_size"] == 48
         # two sharp faces: dlib's (the sharp branch's) cosine, as before
         assert _verify(client, pictures[0], pictures[1]) == pytest.approx(
             float(served[0] @ served[1]), abs=1e-5)
+        assert calls[-1] == (2, True)  # the gate does not split them: dlib's branch alone
         # a sharp face and a blurred one, either order: the students' cosine
         for a, b in ((0, 2), (3, 1)):
             assert _verify(client, pictures[a], pictures[b]) == pytest.approx(
                 float(student[a] @ student[b]), abs=1e-5)
+            assert calls[-1] == (2, False)  # split by the gate: the student on both
             assert not np.isclose(served[a] @ served[b], student[a] @ student[b], atol=1e-3)
         assert _verify(client, pictures[2], pictures[3]) == pytest.approx(
             float(student[2] @ student[3]), abs=1e-5)
