@@ -13,16 +13,16 @@ import pytest
 from models.artifact import THRESHOLD_FARS, load_metadata
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "bundled" / "lrfr.onnx"
-#: Accuracy floors on the 200-pair subset, measured 96.0 % and 87.0 % for 2.1.0 (2.0.0:
-#: 96.0 and 85.0; 1.0.0: 96.0 and 87.0; the full 1,000 pairs for 2.1.0: 97.0 % and 90.0 %,
-#: docs/model-card.md; the interim IR-18 scored 82.6 % at 14).
+#: Accuracy floors on the 200-pair subset, measured 96.0 % and 87.0 % for 2.1.0 and 3.0.0
+#: (its pair-space form; 2.0.0: 96.0 and 85.0; 1.0.0: 96.0 and 87.0; the full 1,000 pairs
+#: for 3.0.0: 97.0 % and 90.0 %, docs/model-card.md; the interim IR-18 scored 82.6 % at 14).
 FLOORS = {112: 0.94, 14: 0.83}
 
 
 def test_metadata_is_complete_and_calibrated() -> None:
     metadata = load_metadata(BUNDLED)  # also checks the SHA-256 of the ONNX file
     assert metadata.name == "lrfr-lr-dlib-resnet29-gated"
-    assert metadata.backbone == "dlib-resnet29-gated" and metadata.embedding_size == 128
+    assert metadata.backbone == "dlib-resnet29-gated" and metadata.embedding_size == 3 * 128
     assert metadata.input_size == (112, 112)
     thresholds = [metadata.thresholds[far] for far in THRESHOLD_FARS]
     assert all(t is not None for t in thresholds)
@@ -38,7 +38,7 @@ def test_metadata_describes_the_gate() -> None:
     assert gate.quality == "laplacian" and gate.threshold == 4.579539895057678
     assert gate.sharp.name == "dlib_face_recognition_resnet_model_v1" and gate.sharp.head is None
     assert "public domain" in gate.sharp.source
-    # 2.1.0: 1.0.0's student fine-tuned with Octuplet loss and distillation for 6 epochs
+    # 2.1.0's student: 1.0.0's fine-tuned with Octuplet loss and distillation for 6 epochs
     assert "training/configs/lfw_cpu_dlib_student_octuplet_distill_long.yaml" in gate.blurred.source
     assert "runs/student-1.0.0.pt" in gate.blurred.source  # read back from 1.0.0's graph
     assert "step 444" in gate.blurred.source
@@ -47,7 +47,18 @@ def test_metadata_describes_the_gate() -> None:
     assert metadata.head == "gated(sharp: released weights | blurred: approach2+distill+octuplet)"
     # the gate lives in one place; the notes keep the rest
     assert "gate" not in metadata.extra and "backbone_kwargs" not in metadata.extra
-    assert metadata.extra["step"] == 444 and metadata.version == "2.1.0"
+    assert metadata.extra["step"] == 444 and metadata.version == "3.0.0"
+
+
+def test_compares_in_the_pairs_space() -> None:
+    """3.0.0 is 2.1.0's graph rewritten to give the student's z of every face beside the
+    sharp branch's descriptor (models.comparison), recalibrated for that comparison."""
+    metadata = load_metadata(BUNDLED)
+    assert metadata.comparison == "pair-space" and metadata.precision == "fp32"
+    parity = metadata.extra["pair_space_parity"]
+    assert parity["against"] == "lrfr.onnx (2.1.0, sha256 e5a78461fc45)"
+    assert parity["min_cosine"] >= 0.99999 and parity["sharp_faces"] > 0
+    assert parity["blurred_faces"] > 0
 
 
 def test_runs_only_the_branch_each_face_needs() -> None:

@@ -17,7 +17,15 @@ from models.embedder import OnnxEmbedder
 from models.export import export_onnx
 from models.quality import laplacian_score
 from models.quantize import write_pair_space
-from tests.support.service import CLIENT, create_gallery, create_subject, encode, identify
+from tests.support.service import (
+    ADMIN,
+    CLIENT,
+    create_gallery,
+    create_subject,
+    encode,
+    identify,
+    post_identify,
+)
 
 GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
                 blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
@@ -124,3 +132,28 @@ def test_identify_searches_in_the_pairs_space(
             assert similarity == pytest.approx(expected, abs=1e-5)
             ranked = [m["subject"] for m in found["matches"]]
             assert ranked == sorted(expected, key=expected.__getitem__, reverse=True)
+
+
+def test_a_gallery_of_the_cosine_model_moves_to_the_pair_space_by_reembedding(
+    models: tuple[Path, Path], make_client
+) -> None:
+    source, pair = models
+    gallery, probes = _pictures(4), _pictures(5)
+    served_g, student_g = _expected(source, gallery)
+    served_p, student_p = _expected(source, probes)
+    with make_client(model_path=source, min_enroll_quality="off") as client:
+        create_gallery(client, "g")
+        for i, picture in enumerate(gallery):
+            create_subject(client, "g", f"s{i}", encode(Image.fromarray(picture)))
+    with make_client(model_path=pair, min_enroll_quality="off") as client:
+        assert post_identify(client, "g", encode(Image.fromarray(probes[2]))).status_code == 409
+        moved = client.post("/v1/galleries/g/reembed", headers=ADMIN)
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["model"]["version"] == "2.0.0"
+        assert client.get("/v1/galleries/g", headers=CLIENT).json()["embedding_size"] == 48
+        # a blurred probe against the sharp photos: the students' cosine, as in the rule
+        found = identify(client, "g", encode(Image.fromarray(probes[2])), top_k=4)
+        similarity = {m["subject"]: m["similarity"] for m in found["matches"]}
+        assert similarity == pytest.approx(
+            {f"s{i}": float(student_p[2] @ student_g[i]) for i in range(4)}, abs=1e-5)
+        assert not np.isclose(served_p[2] @ served_g[0], student_p[2] @ student_g[0], atol=1e-3)
