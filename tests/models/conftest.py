@@ -1,4 +1,5 @@
-"""Fixtures for tests/models: a tiny IR backbone and its exported artifact."""
+"""Fixtures for tests/models: a tiny IR backbone and its exported artifact, and the gate of
+the tiny gated models the tests build from two of them."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.artifact import metadata_path
+from models.artifact import GateBranch, GateInfo, metadata_path
 from models.backbones import create_backbone
 from models.export import export_onnx
 
 TINY_DIM = 16
+#: The gate of a tiny gated model (seed 0 sharp, seed 1 blurred): noise pictures have a
+#: Laplacian q far above 3, noise enlarged from 7 px far below.
+TINY_GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
+                     blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
 
 
 def make_tiny_backbone(seed: int = 0) -> nn.Module:

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.artifact import ArtifactError, GateBranch, GateInfo, write_metadata
+from models.artifact import ArtifactError, write_metadata
 from models.backbones.gated import QualityGated
 from models.branch_only import (
     GraphRewriteError,
@@ -29,9 +29,7 @@ from models.branch_only import (
 from models.comparison import normalise
 from models.embedder import OnnxEmbedder, to_tensor
 from models.export import export_onnx
-
-GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
-                blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
+from tests.models.conftest import TINY_GATE as GATE
 
 
 def _inputs(amplitudes: list[float], seed: int = 0) -> np.ndarray:

@@ -13,16 +13,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrfr.cli import app
-from models.artifact import ArtifactError, GateBranch, GateInfo, load_metadata
+from models.artifact import ArtifactError, load_metadata
 from models.backbones.gated import QualityGated
 from models.comparison import pair_similarity
 from models.embedder import OnnxEmbedder
 from models.export import export_onnx
 from models.quality import laplacian_score
 from models.quantize import convert_fp16, quantize_int8, write_branch_only, write_pair_space
-
-GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
-                blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
+from tests.models.conftest import TINY_GATE as GATE
 
 
 def _crops(count: int, seed: int = 0) -> np.ndarray:

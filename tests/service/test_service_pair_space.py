@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.artifact import GateBranch, GateInfo
 from models.backbones.gated import QualityGated
 from models.embedder import OnnxEmbedder
 from models.export import export_onnx
 from models.quality import laplacian_score
 from models.quantize import write_pair_space
+from tests.models.conftest import TINY_GATE as GATE
 from tests.support.service import (
     ADMIN,
     CLIENT,
@@ -26,9 +26,6 @@ from tests.support.service import (
     identify,
     post_identify,
 )
-
-GATE = GateInfo(threshold=3.0, sharp=GateBranch(name="tiny-a", source="seed 0"),
-                blurred=GateBranch(name="tiny-b", source="seed 1"), chosen_on="a test")
 
 
 def _pictures(seed: int) -> np.ndarray:
