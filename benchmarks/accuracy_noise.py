@@ -10,8 +10,10 @@ conversion that close to fp32 would show on 1,000 pairs.
 
 Usage::
 
-    python benchmarks/accuracy_noise.py --fp32 models/bundled/lrfr.onnx \\
-        --other models/bundled/lrfr.int8.onnx --lfw ../shared/data/lfw
+    python benchmarks/accuracy_noise.py --fp32 runs/models-2.1.0/lrfr.onnx \\
+        --other runs/models-2.1.0/lrfr.int8.onnx --lfw ../shared/data/lfw
+
+(cosine models only: the 2.1.0 graph is ``git show b765ca8:models/bundled/lrfr.onnx``.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from models.artifact import load_metadata  # noqa: E402
 from models.embedder import OnnxEmbedder  # noqa: E402
 
 RESOLUTIONS = (112, 28, 14, 7)
@@ -47,6 +50,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    for path in (args.fp32, args.other):
+        if load_metadata(path).comparison != "cosine":
+            # the random moves below are of one unit vector per face
+            raise SystemExit(f"{path} is not a cosine model (its comparison is "
+                             f"{load_metadata(path).comparison!r})")
 
     protocol = load_lfw(args.lfw, view=1)
     loader = FaceLoader("lfw")

@@ -178,7 +178,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lfw", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "lfw")
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models/bundled/lrfr.onnx",
-                        help="today's fp32 artifact (default: the bundled model)")
+                        help="today's fp32 artifact, compared by cosine (default: the bundled "
+                             "model, refused when it is pair-space)")
     parser.add_argument("--branch-only", type=Path, default=None,
                         help="its branch-only copy (default: built here)")
     parser.add_argument("--int8", type=Path, default=None,
@@ -198,6 +199,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args()
+    if load_metadata(args.model).comparison != "cosine":
+        raise SystemExit(f"{args.model} is a {load_metadata(args.model).comparison} artifact: "
+                         "pass the cosine graph it was made from as --model (e.g. 2.1.0's, git "
+                         "show b765ca8:models/bundled/lrfr.onnx) and it as --pair-space")
     with tempfile.TemporaryDirectory(prefix="lrfr-inference-") as scratch:
         built = build_variants(args, Path(scratch))
         variants = [Variant(name, path, OnnxEmbedder(path, threads=args.threads,

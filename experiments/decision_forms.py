@@ -38,6 +38,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/bundled/lrfr.onnx"))
     parser.add_argument("--cache", type=Path, default=Path("runs/decision_forms.npz"))
     args = parser.parse_args()
+    if load_metadata(args.model).comparison != "cosine":
+        # the cache and the forms below hold one unit vector per face
+        raise SystemExit(f"{args.model} is not a cosine model; pass one, e.g. the 2.1.0 graph "
+                         "(git show b765ca8:models/bundled/lrfr.onnx)")
     protocol = load_lfw(args.lfw, 1, pairs_file="pairsDevTrain.txt")
     ids = np.array([p.parent.name for p in protocol.images])
     if args.cache.is_file():

@@ -34,7 +34,8 @@ decision-level view that a tuned accuracy hides. Open set: ``lrfr eval``'s FNIR 
 stored and query vectors. The ``gated`` and ``student`` columns
 repeat ``lrfr eval lfw`` on the same data (a check of this script).
 
-    python experiments/pair_space.py --gated models/bundled/lrfr.onnx \\
+    git show b765ca8:models/bundled/lrfr.onnx > runs/models-2.1.0/lrfr.onnx   # and .json
+    python experiments/pair_space.py --gated runs/models-2.1.0/lrfr.onnx \\
         --data ../shared/data/lfw --view 1 --out results/pair-space/devtest.md
     # held-out people (choices): --gated GATED.pt --student STUDENT.pt
     #     --pairs-file $PWD/runs/holdout/pairs-heldout.txt
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.artifact import load_metadata
 from models.backbones.gated import QualityGated
 from models.comparison import queries
 from training.eval.datasets import load_lfw, load_lfw_identification
@@ -280,6 +282,10 @@ def main() -> None:
         raise SystemExit(f"--weights must lie in (0, 1), got {args.weights}")
     if args.student is None and not (args.gated.endswith(".onnx") or Path(args.gated).is_dir()):
         raise SystemExit("--student is needed unless --gated is an ONNX artifact")
+    if args.gated.endswith(".onnx") and load_metadata(args.gated).comparison != "cosine":
+        raise SystemExit(f"{args.gated} already compares in the pair's space; pass the gated "
+                         "graph it was made from (e.g. 2.1.0's: git show "
+                         "b765ca8:models/bundled/lrfr.onnx)")
     torch.set_num_threads(args.threads)
 
     protocol = load_lfw(args.data, view=args.view, pairs_file=args.pairs_file)

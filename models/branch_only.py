@@ -34,6 +34,8 @@ from models.comparison import PAIR_SPACE_BLOCKS
 #: ``metadata.extra`` key saying how a gated graph computes its branches.
 GRAPH_KEY = "gate_graph"
 BRANCH_ONLY = "branch-only: each face runs the branch its q selects (gather, scatter back)"
+PAIR_SPACE_FORM = ("pair-space: the student runs on every face, the sharp branch on the faces "
+                   "its q selects (gather, scatter back); three blocks a face")
 #: Name prefixes of the copied branches' nodes: the sharp one's, then the blurred one's.
 BRANCH_PREFIXES = ("sharp_rows/", "blurred_rows/")
 
@@ -287,11 +289,11 @@ def pair_space_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             "not a gated graph: its output is neither a Where of two branches nor the "
             "branch-only rewrite's scatter"
         )
-    mask = negation.input[0]
-    with_sharp, zeros = scatter.input[0], "gate/zeros"
-    first = by_name.get("gate/scatter_sharp")
-    if first is None or list(first.output) != [with_sharp] or first.input[0] != zeros:
-        raise GraphRewriteError("the branch-only scatters do not start from the gate's zeros")
+    if "gate/scatter_sharp" not in by_name:
+        raise GraphRewriteError("the branch-only graph has no scatter of its sharp rows")
+    # what the blurred scatter writes into: the sharp rows' embeddings, zeros elsewhere
+    # (in an fp16 copy, through casts: every tensor below is in the scatter's own type)
+    mask, with_sharp = negation.input[0], scatter.input[0]
     # the student's rows: every row (Not(mask AND false)); dlib's rows stay the sharp ones
     graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "pair/never"))
     negation.input[0] = "pair/every_row"
@@ -306,7 +308,9 @@ def pair_space_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     for offset, node in enumerate([
         helper.make_node("Unsqueeze", [mask, "gate/axis1"], ["pair/sharp_column"],
                          name="pair/sharp_column"),
-        helper.make_node("Where", ["pair/sharp_column", zeros, "pair/student"],
+        helper.make_node("Sub", ["pair/student", "pair/student"], ["pair/zeros"],
+                         name="pair/zeros"),  # zeros of the student's shape and type
+        helper.make_node("Where", ["pair/sharp_column", "pair/zeros", "pair/student"],
                          ["pair/blurred_only"], name="pair/blurred_only"),
         helper.make_node("Concat", [with_sharp, "pair/blurred_only", "pair/student"],
                          [combined], axis=1, name="pair/blocks"),

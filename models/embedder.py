@@ -7,11 +7,11 @@ channels put in ``colour_order``, normalised with ``mean``/``std`` and laid out 
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -75,10 +75,10 @@ class OnnxEmbedder:
         self.path = Path(onnx_path)
         self.metadata = load_metadata(self.path)
         self.branch = branch
-        self._threads, self._spin = threads, spin
-        self._same_side: Any = None  # a pair-space model's one-network session, on first use
-        self._same_side_lock = threading.Lock()
         source: str | bytes = str(self.path)
+        same_side: bytes | None = None  # a pair-space model's one-network form
+        if branch is None and self.metadata.comparison == "pair-space":
+            source, same_side = self._pair_space_sources()
         if branch is not None:
             if branch != "blurred":
                 raise ValueError(f"unknown branch {branch!r}; a gated artifact has 'blurred'")
@@ -99,6 +99,8 @@ class OnnxEmbedder:
                 raise ArtifactError(f"cannot read the graph of {self.path}: {exc}") from exc
         try:
             self.session = open_session(source, providers=providers, threads=threads, spin=spin)
+            self._same_side = None if same_side is None else open_session(
+                same_side, providers=providers, threads=threads, spin=spin)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -117,6 +119,24 @@ class OnnxEmbedder:
         logger.info(
             "loaded %s (%s) on %s", self.metadata.name, self.metadata.version, self.providers
         )
+
+    def _pair_space_sources(self) -> tuple[bytes, bytes]:
+        """The pair-space graph as read (checked against the metadata's SHA-256 again, so
+        both sessions come from the file that was checked) and its one-network form."""
+        import onnx
+
+        from models.branch_only import GraphRewriteError, same_side_graph
+
+        data = self.path.read_bytes()
+        if self.metadata.onnx_sha256 and hashlib.sha256(data).hexdigest() != (
+                self.metadata.onnx_sha256):
+            raise ArtifactError(f"{self.path} changed while it was loaded")
+        try:
+            return data, same_side_graph(onnx.load_from_string(data)).SerializeToString()
+        except GraphRewriteError as exc:
+            raise ArtifactError(f"{self.path} says comparison 'pair-space': {exc}") from exc
+        except Exception as exc:  # onnx raises protobuf errors of its own
+            raise ArtifactError(f"cannot read the graph of {self.path}: {exc}") from exc
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -144,9 +164,7 @@ class OnnxEmbedder:
         if len(pixels) == 0:
             return np.zeros((0, self.metadata.embedding_size), dtype=np.float32)
         tensor = to_tensor(pixels, self.metadata)
-        session = self.session
-        if same_side and self.metadata.comparison == "pair-space":
-            session = self._same_side_session()
+        session = self._same_side if same_side and self._same_side is not None else self.session
         (raw,) = session.run([self.metadata.output_name], {self.metadata.input_name: tensor})
         raw = np.asarray(raw, dtype=np.float32).reshape(len(tensor), -1)
         if raw.shape[1] != self.metadata.embedding_size:
@@ -155,19 +173,6 @@ class OnnxEmbedder:
                 f"{self.metadata.embedding_size}"
             )
         return normalise(raw, self.metadata.comparison)
-
-    def _same_side_session(self) -> Any:
-        with self._same_side_lock:
-            if self._same_side is None:
-                import onnx
-
-                from models.branch_only import same_side_graph
-
-                graph = same_side_graph(onnx.load(str(self.path)))
-                self._same_side = open_session(graph.SerializeToString(),
-                                               providers=self.providers, threads=self._threads,
-                                               spin=self._spin)
-            return self._same_side
 
     def queries(self, stored: np.ndarray) -> np.ndarray:
         """The vectors that this model's stored vectors are compared with (``models.comparison``):

@@ -45,11 +45,13 @@ from models.branch_only import (
     BRANCH_ONLY,
     BRANCH_PREFIXES,
     GRAPH_KEY,
+    PAIR_SPACE_FORM,
+    blurred_branch,
     is_gated_both_branches,
     make_branch_only,
     pair_space_graph,
 )
-from models.comparison import PAIR_SPACE_BLOCKS, normalise
+from models.comparison import PAIR_SPACE_BLOCKS, normalise, sharp_rows
 from models.embedder import to_tensor
 
 logger = logging.getLogger(__name__)
@@ -407,23 +409,30 @@ def write_pair_space(source: str | Path, onnx_path: str | Path, crops: np.ndarra
     if version == metadata.version:
         raise ValueError(f"the pair-space artifact needs a version other than {version!r}: "
                          "galleries embedded by the source would pass for its own")
-    _write(pair_space_graph(onnx.load(str(source))), onnx_path)
+    model = onnx.load(str(source))
+    _write(pair_space_graph(model), onnx_path)
     reference = _embed(_session(source, threads), metadata, crops)
-    blocks = normalise(_embed(_session(onnx_path, threads), metadata, crops),
-                       "pair-space").reshape(len(crops), PAIR_SPACE_BLOCKS, -1)
-    sharp = np.any(blocks[:, 0] != 0, axis=1)
+    student = _embed(_session(blurred_branch(model).SerializeToString(), threads), metadata,
+                     crops)
+    vectors = normalise(_embed(_session(onnx_path, threads), metadata, crops), "pair-space")
+    blocks = vectors.reshape(len(crops), PAIR_SPACE_BLOCKS, -1)
+    sharp = sharp_rows(vectors)
     picked = np.where(sharp[:, None], blocks[:, 0], blocks[:, 1])
     check = agreement(reference, picked.astype(np.float64))
-    student_gap = float(np.abs(blocks[~sharp, 1] - blocks[~sharp, 2]).max(initial=0.0))
-    if not check.min_cosine >= min_cosine or student_gap > 1e-6:
+    # the one new thing the graph computes: the student's z of every face, sharp ones too
+    student_check = agreement(student, blocks[:, 2].astype(np.float64))
+    if not min(check.min_cosine, student_check.min_cosine) >= min_cosine:
         onnx_path.unlink(missing_ok=True)
         raise ValueError(f"the pair-space graph disagrees with {source}: min cosine "
-                         f"{check.min_cosine:.7f} (>= {min_cosine} wanted), blurred faces' "
-                         f"two student blocks differ by {student_gap:.2e}")
+                         f"{check.min_cosine:.7f} with its embeddings, "
+                         f"{student_check.min_cosine:.7f} with its student's "
+                         f"(>= {min_cosine} wanted)")
     # the source's calibration note describes thresholds this artifact does not have
     extra = {**{k: v for k, v in metadata.extra.items() if k != "calibration"},
+             GRAPH_KEY: PAIR_SPACE_FORM,
              "pair_space_parity": {
         **check.as_dict(),
+        "student_min_cosine": student_check.min_cosine,
         "against": f"{Path(source).name} ({metadata.version}, sha256 "
                    f"{(metadata.onnx_sha256 or 'unrecorded')[:12]})",
         "sharp_faces": int(sharp.sum()), "blurred_faces": int((~sharp).sum()),

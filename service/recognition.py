@@ -15,7 +15,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.artifact import ModelMetadata
-from models.comparison import pair_similarity, queries
+from models.comparison import pair_similarity, queries, sharp_rows
 from models.decision import Decision, DecisionRule, UnknownFarError
 from models.detector import FaceDetector
 from models.quality import laplacian_score
@@ -251,7 +251,12 @@ class RecognitionService:
     ) -> VerifyResponse:
         key = self._far(far)
         faces = await self.prepare([first, second], face=face)
-        vectors = await self.embed(faces, same_side=self._same_side(faces))
+        same_side = self._same_side(faces)
+        vectors = await self.embed(faces, same_side=same_side)
+        if same_side and len(set(sharp_rows(vectors).tolist())) > 1:
+            # the graph's own q put the gate between them after all (a face within rounding
+            # of the gate): the full form, so that they are compared by the students' z
+            vectors = await self.embed(faces)
         # the model's comparison: a cosine, or a gated model's pair's space (models.comparison)
         similarity = float(np.clip(
             pair_similarity(vectors[:1], vectors[1:], self.model.comparison)[0], -1.0, 1.0

@@ -58,21 +58,27 @@ def test_compares_in_the_pairs_space() -> None:
     parity = metadata.extra["pair_space_parity"]
     assert parity["against"] == "lrfr.onnx (2.1.0, sha256 e5a78461fc45)"
     assert parity["min_cosine"] >= 0.99999 and parity["sharp_faces"] > 0
+    assert parity["student_min_cosine"] >= 0.99999
     assert parity["blurred_faces"] > 0
 
 
-def test_runs_only_the_branch_each_face_needs() -> None:
+def test_runs_the_sharp_branch_on_sharp_faces_only() -> None:
     import onnx
 
     from models.branch_only import is_gated_both_branches
 
     metadata = load_metadata(BUNDLED)
-    assert metadata.extra["gate_graph"].startswith("branch-only") and metadata.precision == "fp32"
-    parity = metadata.extra["branch_only_parity"]
+    assert metadata.extra["gate_graph"].startswith("pair-space: the student runs on every face")
+    parity = metadata.extra["branch_only_parity"]  # 2.1.0's graph, of which this is a rewrite
     assert parity["min_cosine"] >= 0.99999 and parity["faces"] > 10_000
     graph = onnx.load(str(BUNDLED), load_external_data=False).graph
     assert not is_gated_both_branches(onnx.ModelProto(graph=graph))
-    assert sum(node.op_type == "ScatterND" for node in graph.node) == 2
+    nodes = {node.name: node for node in graph.node}
+    mask = nodes["pair/every_row"].input[0]
+    # dlib's rows: the faces at or above the gate; the student's: every row (mask AND false)
+    assert list(nodes["gate/sharp_nonzero"].input) == [mask]
+    assert list(nodes["gate/not"].input) == ["pair/every_row"]
+    assert nodes["pair/blocks"].op_type == "Concat"
 
 
 def test_recognises_unseen_lfw_pairs(shared_data_dir: Path) -> None:

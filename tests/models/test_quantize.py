@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrfr.cli import app
-from models.artifact import ArtifactError, load_metadata
+from models.artifact import ArtifactError, load_metadata, write_metadata
 from models.backbones.gated import QualityGated
 from models.comparison import pair_similarity
 from models.embedder import OnnxEmbedder
@@ -190,12 +190,15 @@ def test_lrfr_quantize_on_lfw_crops(gated_artifact: Path, tmp_path: Path,
     assert result.exit_code == 1 and "--version goes with --to pair-space" in result.output
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
 def test_pair_space_copy(gated_artifact: Path, tmp_path: Path, precision: str) -> None:
     source = gated_artifact
     if precision == "int8":
         source = tmp_path / "g.int8.onnx"
         quantize_int8(gated_artifact, source, _crops(16), batch=4)
+    elif precision == "fp16":
+        source = tmp_path / "g.fp16.onnx"
+        convert_fp16(gated_artifact, source, _crops(4))
     metadata, check = write_pair_space(source, tmp_path / "g.pair.onnx", _crops(8))
     assert metadata == load_metadata(tmp_path / "g.pair.onnx")
     assert metadata.comparison == "pair-space" and metadata.embedding_size == 48
@@ -204,6 +207,8 @@ def test_pair_space_copy(gated_artifact: Path, tmp_path: Path, precision: str) -
     assert set(metadata.thresholds.values()) == {None}  # calibrated for the cosine model
     assert check.min_cosine >= 0.99999
     assert metadata.extra["pair_space_parity"]["sharp_faces"] == 4
+    assert metadata.extra["pair_space_parity"]["student_min_cosine"] >= 0.99999
+    assert metadata.extra["gate_graph"].startswith("pair-space: the student runs on every face")
     crops = _crops(4)  # sharp, blurred, sharp, blurred
     pair = OnnxEmbedder(tmp_path / "g.pair.onnx")
     stored = pair.embed_pixels(crops)
@@ -238,3 +243,13 @@ def test_pair_space_copy_refusals(gated_artifact: Path, tiny_artifact: Path,
         write_pair_space(tmp_path / "c.onnx", tmp_path / "d.onnx", _crops(4))
     with pytest.raises(ValueError, match="pair-space artifact"):
         quantize_int8(tmp_path / "c.onnx", tmp_path / "e.onnx", _crops(8))
+
+
+def test_an_artifact_saying_pair_space_over_another_graph_is_refused_at_load(
+    gated_artifact: Path, tmp_path: Path
+) -> None:
+    metadata, _ = write_pair_space(gated_artifact, tmp_path / "p.onnx", _crops(4))
+    (tmp_path / "p.onnx").write_bytes(gated_artifact.read_bytes())  # the cosine graph
+    write_metadata(tmp_path / "p.onnx", metadata)  # its checksum now that graph's
+    with pytest.raises(ArtifactError, match="says comparison 'pair-space'"):
+        OnnxEmbedder(tmp_path / "p.onnx")

@@ -16,6 +16,7 @@ from models.embedder import OnnxEmbedder
 from models.export import export_onnx
 from models.quality import laplacian_score
 from models.quantize import write_pair_space
+from service.recognition import RecognitionService
 from tests.models.conftest import TINY_GATE as GATE
 from tests.support.service import (
     ADMIN,
@@ -100,6 +101,13 @@ def test_verify_compares_in_the_pairs_space(
             assert not np.isclose(served[a] @ served[b], student[a] @ student[b], atol=1e-3)
         assert _verify(client, pictures[2], pictures[3]) == pytest.approx(
             float(student[2] @ student[3]), abs=1e-5)
+        assert calls[-1] == (2, True)
+        # had the service's q not seen the gate between two faces that the graph's q puts
+        # on either side, the answer is recomputed in the full form
+        monkeypatch.setattr(RecognitionService, "_same_side", lambda self, faces: True)
+        assert _verify(client, pictures[0], pictures[2]) == pytest.approx(
+            float(student[0] @ student[2]), abs=1e-5)
+        assert calls[-2:] == [(2, True), (2, False)]
 
 
 @pytest.mark.parametrize(
