@@ -120,6 +120,36 @@ def test_calibration_thresholds_meet_the_far() -> None:
     assert calibration.tar["1e-2"] > 0.5  # separable toy identities
 
 
+def test_calibration_scores_pairs_by_the_query_vectors_when_given() -> None:
+    from models.comparison import queries
+
+    rng = np.random.default_rng(1)
+    identities = np.repeat(np.arange(40), 3)
+    g, z = (rng.normal(size=(120, 8)) for _ in range(2))
+    g, z = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (g, z))
+    sharp = np.arange(120) % 2 == 0
+    zero = np.zeros_like(g)
+    stored = np.concatenate([np.where(sharp[:, None], g, zero),
+                             np.where(sharp[:, None], zero, z), z], axis=1)
+    protocol = PairProtocol(
+        name="toy", images=[Path(f"{i}.jpg") for i in range(120)],
+        left=np.arange(0, 120, 3), right=np.arange(1, 120, 3),
+        labels=np.ones(40, dtype=bool), folds=np.arange(40) % 10,
+    )
+    rule = np.where(sharp[:, None] & sharp[None, :], g @ g.T, z @ z.T)
+    upper = np.triu(np.ones((120, 120), dtype=bool), k=1)
+    expected = rule[upper & (identities[:, None] != identities[None, :])]
+    negatives = impostor_scores(stored, identities, queries=queries(stored, "pair-space"))
+    np.testing.assert_allclose(np.sort(negatives), np.sort(expected), atol=1e-6)
+    calibration = calibrate_embeddings(stored, protocol, identities,
+                                       queries=queries(stored, "pair-space"))
+    genuine = rule[protocol.left, protocol.right]
+    threshold = calibration.thresholds["1e-2"]
+    assert threshold is not None
+    assert calibration.tar["1e-2"] == pytest.approx(float(np.mean(genuine >= threshold)))
+    assert np.mean(negatives >= threshold) <= 1e-2
+
+
 def test_a_run_resumes_from_its_committed_slim_checkpoint(
     train_yaml: Path, tmp_path: Path
 ) -> None:

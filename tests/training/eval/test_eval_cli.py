@@ -371,3 +371,54 @@ def test_protocol_names_are_unique() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         register_protocol(EvalProtocol(name="lfw", help="again", load=PROTOCOLS["lfw"].load))
+
+
+def test_identification_of_a_pair_space_model_searches_with_query_vectors(
+    lfw_dir: Path, tmp_path: Path
+) -> None:
+    from models.backbones.gated import QualityGated
+    from models.comparison import queries
+    from models.export import export_onnx
+    from models.quantize import write_pair_space
+    from tests.models.conftest import TINY_GATE, make_tiny_backbone
+    from training.eval.datasets import load_lfw_identification
+
+    gate = TINY_GATE.model_copy(update={"threshold": 4.5795})  # LFW at 112 px is above it
+    source, pair = tmp_path / "gated.onnx", tmp_path / "pair.onnx"
+    export_onnx(QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1),
+                             gate=gate.threshold), source, name="g", version="0",
+                backbone_name="ir-tiny", gate=gate)
+    protocol = load_lfw(lfw_dir, 1).subset(10)
+    ident = load_lfw_identification(lfw_dir).subset(12)
+    crops = {}
+    for path in ident.images:
+        with Image.open(path) as image:
+            crops[path] = crop_lfw_deepfunneled(image)
+    write_pair_space(source, pair, np.stack(list(crops.values())))
+    run = evaluate(load_model(pair), protocol, FaceLoader("lfw"),
+                   EvalSettings(resolutions=(112, 14), cross_resolution=True, progress=False),
+                   identification=ident)
+    rank1 = run.results["identification"]["cross_resolution"]["14"]["rank1"]
+    sharp_rank1 = run.results["identification"]["resolutions"]["112"]["rank1"]
+    # by hand: the sharp gallery's stored vectors against each 14 px probe's query vector
+    embedder = OnnxEmbedder(pair)
+    gallery = embedder.embed_pixels(np.stack([crops[ident.images[i]] for i in ident.gallery]))
+    probes = embedder.embed_pixels(
+        np.stack([degrade(crops[ident.images[i]], 14) for i in ident.probes]))
+    best = (queries(probes, "pair-space") @ gallery.T).argmax(axis=1)
+    expected = np.mean(np.asarray(ident.gallery_labels)[best] == np.asarray(ident.probe_labels))
+    assert rank1 == pytest.approx(expected)
+    # sharp probes: dlib's cosine alone (a plain product would add the students' to it)
+    sharp_probes = embedder.embed_pixels(np.stack([crops[ident.images[i]] for i in ident.probes]))
+    labels = np.asarray(ident.gallery_labels)
+    by_query = (queries(sharp_probes, "pair-space") @ gallery.T).argmax(axis=1)
+    by_plain = (sharp_probes @ gallery.T).argmax(axis=1)
+    assert sharp_rank1 == pytest.approx(np.mean(labels[by_query] == ident.probe_labels))
+    assert not np.array_equal(by_query, by_plain)
+    # the gated model as it served before ranks the gallery's g against the probes' z
+    served = OnnxEmbedder(source)
+    across = (served.embed_pixels(np.stack([degrade(crops[ident.images[i]], 14)
+                                            for i in ident.probes]))
+              @ served.embed_pixels(np.stack([crops[ident.images[i]]
+                                              for i in ident.gallery])).T).argmax(axis=1)
+    assert not np.array_equal(best, across)
