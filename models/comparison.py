@@ -29,10 +29,19 @@ from typing import Final, Literal
 import numpy as np
 
 Comparison = Literal["cosine", "pair-space"]
-COMPARISONS: Final[tuple[str, ...]] = ("cosine", "pair-space")
 #: Blocks of a pair-space vector: dlib's (sharp faces), the student's (blurred faces),
 #: the student's (every face).
 PAIR_SPACE_BLOCKS: Final = 3
+
+
+def _check(comparison: str) -> None:
+    if comparison not in ("cosine", "pair-space"):
+        raise ValueError(f"unknown comparison {comparison!r}; use 'cosine' or 'pair-space'")
+
+
+def _sharp(blocks: np.ndarray) -> np.ndarray:
+    """(N,) bool of (N, 3, d) pair-space blocks: the dlib block is set."""
+    return np.any(blocks[:, 0] != 0, axis=1)
 
 
 def _blocks(vectors: np.ndarray) -> np.ndarray:
@@ -48,6 +57,7 @@ def _blocks(vectors: np.ndarray) -> np.ndarray:
 def normalise(raw: np.ndarray, comparison: Comparison = "cosine", eps: float = 1e-12) -> np.ndarray:
     """The stored vectors (N, D) of a graph's raw output: each row L2-normalised, or for
     ``pair-space`` each block (a block of zeros stays zeros)."""
+    _check(comparison)
     raw = np.asarray(raw, dtype=np.float32)
     if comparison == "cosine":
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
@@ -59,16 +69,17 @@ def normalise(raw: np.ndarray, comparison: Comparison = "cosine", eps: float = 1
 
 def sharp_rows(stored: np.ndarray) -> np.ndarray:
     """(N,) bool: the pair-space faces at or above the gate (their dlib block is set)."""
-    return np.any(_blocks(stored)[:, 0] != 0, axis=1)
+    return _sharp(_blocks(stored))
 
 
 def queries(stored: np.ndarray, comparison: Comparison = "cosine") -> np.ndarray:
     """The vectors (N, D) that stored vectors are searched or compared with: the stored
     ones themselves for ``cosine``; ``[g, z, 0]`` / ``[0, 0, z]`` for ``pair-space``."""
+    _check(comparison)
     if comparison == "cosine":
         return np.asarray(stored, dtype=np.float32)
     blocks = _blocks(stored)
-    sharp = np.any(blocks[:, 0] != 0, axis=1)
+    sharp = _sharp(blocks)
     out = np.zeros_like(blocks)
     out[:, 0] = blocks[:, 0]  # zeros for a blurred face
     out[sharp, 1] = blocks[sharp, 2]

@@ -136,6 +136,7 @@ class RecognitionService:
         return ServedModel(
             name=self.model.name, version=self.model.version, backbone=self.model.backbone,
             head=self.model.head, embedding_size=self.model.embedding_size,
+            comparison=self.model.comparison,
             gate=None if gate is None else ModelGate.model_validate(gate.model_dump()),
         )
 

@@ -139,7 +139,8 @@ class GateBranchInfo(BaseModel):
 
 
 class ModelGate(BaseModel):
-    """Which network embeds a face: ``sharp`` when its q >= ``threshold``, else ``blurred``."""
+    """The quality gate: a face with q >= ``threshold`` is embedded by the ``sharp``
+    branch (and, for a pair-space model, by the ``blurred`` one too), else by ``blurred``."""
 
     quality: Literal["laplacian"] = Field(
         description="The q the gate measures: the Laplacian q of the face's aligned crop, "
@@ -157,6 +158,12 @@ class ServedModel(ModelInfo):
     backbone: str
     head: str | None = Field(description="Training objective; a gated model names both branches'.")
     embedding_size: int
+    comparison: Literal["cosine", "pair-space"] = Field(
+        default="cosine",
+        description="How two faces are compared: 'cosine' of one vector per face, or "
+        "'pair-space' (three blocks per face: the sharp branch's cosine for two sharp faces, "
+        "the blurred branch's for every other pair).",
+    )
     gate: ModelGate | None = Field(description="The quality gate; null for a model not gated.")
 
 

@@ -54,6 +54,13 @@ def test_blocks_are_normalised_one_by_one_and_zero_blocks_stay_zero() -> None:
     np.testing.assert_allclose(normalise(raw[:, :2]), [[0.6, 0.8], [0.0, 0.0]])
 
 
+def test_an_unknown_comparison_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown comparison 'euclidean'"):
+        queries(np.zeros((1, 6), np.float32), "euclidean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown comparison"):
+        normalise(np.zeros((1, 6), np.float32), "dot")  # type: ignore[arg-type]
+
+
 def test_a_width_that_is_not_three_blocks_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\(N, 3 d\)"):
         queries(np.zeros((2, 7), np.float32), "pair-space")

@@ -273,6 +273,7 @@ def test_readyz_describes_the_served_model_and_its_gate(make_client, tmp_path: P
     with make_client() as client:
         served = client.get("/readyz").json()["model"]
     assert served["name"] == "lrfr-reference-pixels" and served["gate"] is None
+    assert served["comparison"] == "cosine"
     assert served["embedding_size"] > 0 and served["backbone"]
     gated = tmp_path / "gated.onnx"
     build_reference_model(gated)

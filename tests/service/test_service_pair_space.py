@@ -89,6 +89,7 @@ def test_verify_compares_in_the_pairs_space(
     with make_client(model_path=pair) as client:
         ready = client.get("/readyz").json()["model"]
         assert ready["version"] == "2.0.0" and ready["embedding_size"] == 48
+        assert ready["comparison"] == "pair-space"
         # two sharp faces: dlib's (the sharp branch's) cosine, as before
         assert _verify(client, pictures[0], pictures[1]) == pytest.approx(
             float(served[0] @ served[1]), abs=1e-5)

@@ -47,8 +47,9 @@ def realised_rates(
         rule: the service's decision rule of the model.
         fars: FAR keys to decide at.
         embeddings_a, quality_a: every protocol image as the first image of a pair
-            (L2-normalised embeddings and Laplacian q).
-        embeddings_b, quality_b: every image as the second image of a pair.
+            (the model's stored vectors, ``models.comparison``, and Laplacian q).
+        embeddings_b, quality_b: every image as the second image of a pair (its query
+            vectors: the stored ones for a cosine model).
         identities: (N,) person of each image.
         genuine_left, genuine_right: image indices of the matched pairs.
         same_side: both images come from the same set (a == b): impostor pairs i < j

@@ -303,7 +303,8 @@ class OpenSetProtocol:
 
 
 def pair_scores(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Cosine similarity of row-aligned L2-normalised embeddings."""
+    """Inner products of row-aligned vectors: the cosine of unit embeddings, or of a
+    pair-space model's stored and query vectors, its similarity (``models.comparison``)."""
     left, right = np.asarray(left, np.float32), np.asarray(right, np.float32)
     if left.shape != right.shape:
         raise ValueError(f"embedding shapes differ: {left.shape} vs {right.shape}")
@@ -325,8 +326,9 @@ def score_pairs(
 
     Args:
         protocol: the pairs.
-        left, right: (pairs, D) L2-normalised embeddings of each pair's first and
-            second image.
+        left, right: (pairs, D) embeddings of each pair's first and second image (for a
+            pair-space model, the first image's stored vectors and the second's query
+            vectors).
         failed: pairs with an image where no face was found: counted as errors at
             every threshold (a genuine pair rejected, an impostor pair accepted), never
             dropped; their number is reported as ``failed_pairs``.
@@ -405,9 +407,11 @@ def score_open_set(
 
     Args:
         protocol: the gallery, probes and non-mated images.
-        gallery: (G, D) L2-normalised embeddings of ``protocol.gallery``.
-        probes: (P, D) embeddings of ``protocol.probes``.
-        nonmated: (N, D) embeddings of ``protocol.nonmated``.
+        gallery: (G, D) embeddings of ``protocol.gallery`` (a pair-space model's stored
+            vectors).
+        probes: (P, D) embeddings of ``protocol.probes`` (a pair-space model's query
+            vectors).
+        nonmated: (N, D) embeddings of ``protocol.nonmated`` (likewise).
         failed: (len(images),) True where no face was found. Following NIST FRVT, a
             failed probe returns no candidate (a mated search is a miss at every rank; a
             non-mated search is no false positive) and a failed gallery image matches
