@@ -57,7 +57,7 @@ from models.artifact import load_metadata
 from models.backbones.gated import QualityGated
 from models.comparison import queries
 from training.eval.datasets import load_lfw, load_lfw_identification
-from training.eval.embedding import EmbeddingModel, load_model
+from training.eval.embedding import EmbeddingModel, TorchModuleModel, load_model
 from training.eval.metrics import (
     SearchResults,
     identification_metrics,
@@ -238,6 +238,46 @@ def open_set_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool
     return row
 
 
+def gate_sweep(dlib: EmbeddingStore, student: EmbeddingStore, protocol: PairProtocol,
+               ident: OpenSetProtocol, sides: list[int], gates: list[float]) -> list[str]:
+    """The pair's space with the gate moved: for each gate t, dlib's cosine for two faces
+    with q >= t, else the students'; pairs (one threshold per space) and rank-1 against the
+    gallery, ``dlib`` being the sharp branch on every face. A Markdown table, a row a gate."""
+    labels = protocol.labels.astype(bool)
+    settings: list[tuple[str, int | None, int]] = [(f"both {s}", s, s) for s in sides]
+    settings += [(f"112/{s}", None, s) for s in sides if s < 112]
+
+    def parts(store_side: int | None, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (dlib.get(store_side, indices), student.get(store_side, indices),
+                dlib.quality(store_side, indices))
+
+    head = ["gate q"] + [f"pairs {n}" for n, _, _ in settings] + ["mean pairs"]
+    head += [f"rank-1 {n}" for n, _, _ in settings]
+    lines = ["### The gate moved (pair's space)", "", "| " + " | ".join(head) + " |",
+             "|---" * len(head) + "|"]
+    for gate in gates:
+        cells, accuracies = [], []
+        for _, left_side, right_side in settings:
+            dl, sl, ql = parts(left_side, protocol.left)
+            dr, sr, qr = parts(right_side, protocol.right)
+            in_dlib = (ql >= gate) & (qr >= gate)
+            scores = np.where(in_dlib, np.einsum("ij,ij->i", dl, dr),
+                              np.einsum("ij,ij->i", sl, sr)).astype(np.float64)
+            accuracies.append(kfold_accuracy_by_group(
+                scores, labels, protocol.folds, in_dlib).mean)
+        cells += [f"{100 * a:.2f}" for a in accuracies] + [f"{100 * np.mean(accuracies):.2f}"]
+        for _, gallery_side, probe_side in settings:
+            dg, sg, qg = parts(gallery_side, ident.gallery)
+            dp, sp, qp = parts(probe_side, ident.probes)
+            gallery = stored_vectors(dg, sg, qg >= gate)
+            probes = queries(stored_vectors(dp, sp, qp >= gate), "pair-space")
+            found = search(probes, ident.probe_labels, gallery, ident.gallery_labels)
+            summary: dict[str, Any] = identification_metrics(found, (1,), ())
+            cells.append(f"{100 * float(summary['rank1']):.2f}")
+        lines.append(f"| {gate:.2f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str,
              unit: str | None = None) -> list[str]:
     """One Markdown table: a row per setting, a column per rule, then the share column
@@ -269,15 +309,22 @@ def main() -> None:
     parser.add_argument("--weights", default="", help="student weights w of fused rows, e.g. 0.5")
     parser.add_argument("--flip-sharp", action="store_true",
                         help="also flip test-time averaging on the sharp faces only")
+    parser.add_argument("--gates", default="", help="also the pair's space with the gate "
+                        "moved to each of these q (a gated checkpoint: its sharp branch on "
+                        "every face), e.g. 2.5,3,3.5,4,4.58,5.2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True, help="Markdown table (a .json beside it)")
     args = parser.parse_args()
     try:
         sides = [int(s) for s in args.resolutions.split(",")]
         weights = [float(w) for w in args.weights.split(",") if w]
+        gates = [float(g) for g in args.gates.split(",") if g]
     except ValueError as exc:
         raise SystemExit(f"--resolutions and --weights take comma-separated numbers: {exc}") \
             from exc
+    if gates and args.gated.endswith(".onnx"):
+        raise SystemExit("--gates needs a gated checkpoint (.pt): its sharp branch is run "
+                         "on every face")
     if any(not 0.0 < w < 1.0 for w in weights):
         raise SystemExit(f"--weights must lie in (0, 1), got {args.weights}")
     if args.student is None and not (args.gated.endswith(".onnx") or Path(args.gated).is_dir()):
@@ -325,7 +372,15 @@ def main() -> None:
         f"gallery people, {len(ident.probes)} probes.",
         "",
     ]
-    text = "\n".join(header + markdown(pair_table, True, "Pairs")
+    sweep: list[str] = []
+    if gates:
+        module = getattr(gated, "module", None)
+        if not isinstance(module, QualityGated):
+            raise SystemExit(f"{args.gated} is not a gated checkpoint")
+        dlib = EmbeddingStore(TorchModuleModel(module.sharp, name="sharp branch"), faces,
+                              settings)
+        sweep = gate_sweep(dlib, spaces.student, protocol, ident, sides, gates)
+    text = "\n".join(header + sweep + markdown(pair_table, True, "Pairs")
                      + markdown(rank_table, False, "Identification (closed set)")
                      + markdown(tar_table, False, "Verification against the gallery",
                                 unit="TAR % at FAR 1e-2 / 1e-3")

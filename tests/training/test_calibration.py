@@ -205,3 +205,31 @@ def test_pairs_are_scored_against_the_query_vectors_when_there_are_some() -> Non
     np.testing.assert_array_equal(scores["pair"][0], rule.impostor)
     np.testing.assert_array_equal(scores["pair"][1], rule.genuine)
     assert not np.array_equal(scores["stored . stored"][0], rule.impostor)
+
+
+def test_embed_degraded_keeps_a_pair_space_models_query_vectors(tmp_path) -> None:
+    from models.backbones.gated import QualityGated
+    from models.comparison import queries
+    from models.export import export_onnx
+    from models.quantize import write_pair_space
+    from tests.models.conftest import TINY_GATE, make_tiny_backbone
+    from training.calibration import embed_degraded
+    from training.eval.embedding import OnnxModel
+
+    source, pair = tmp_path / "gated.onnx", tmp_path / "pair.onnx"
+    export_onnx(QualityGated(make_tiny_backbone(seed=0), make_tiny_backbone(seed=1),
+                             gate=TINY_GATE.threshold), source, name="g", version="0",
+                backbone_name="ir-tiny", gate=TINY_GATE)
+    faces = np.random.default_rng(0).integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    write_pair_space(source, pair, faces)
+    data = embed_degraded(OnnxModel(pair), faces, sides=(112, 7), identities=None,
+                          name="noise", progress=False)
+    assert data.queries is not None and data.embeddings.shape == (2, 6, 48)
+    for side in range(2):
+        np.testing.assert_array_equal(data.queries[side],
+                                      queries(data.embeddings[side], "pair-space"))
+    # noise is sharp at 112 px and blurred at 7: the two sides use different blocks
+    assert not np.array_equal(data.queries[0], data.embeddings[0])
+    cosine = embed_degraded(OnnxModel(source), faces, sides=(112,), identities=None,
+                            name="noise", progress=False)
+    assert cosine.queries is None and cosine.compared_with is cosine.embeddings
