@@ -157,15 +157,20 @@ def per_probe(sharp: np.ndarray, if_sharp: SearchResults, if_not: SearchResults)
 def rank_rows(
     spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool, weights: list[float]
 ) -> dict[str, Any]:
-    """Closed-set rank-1 / rank-5 of every rule, the probe choosing the space."""
-    gg, sg, _ = spaces.get(None if cross else side, ident.gallery)
+    """Closed-set rank-1 / rank-5 of every rule; the pair's space searched as the service
+    does, the gallery's stored vectors against each probe's query vector (a sharp probe:
+    dlib's cosine with sharp photos, the students' with blurred ones)."""
+    gg, sg, hg = spaces.get(None if cross else side, ident.gallery)
     gp, sp, hp = spaces.get(side, ident.probes)
     row: dict[str, Any] = {"sharp probe share": float(hp.mean())}
     results = {
         name: search(p, ident.probe_labels, g, ident.gallery_labels)
         for name, (p, g) in (("gated", (gp, gg)), ("student", (sp, sg)))
     }
-    results["pair space"] = per_probe(hp, results["gated"], results["student"])
+    results["pair space"] = search(
+        queries(stored_vectors(gp, sp, hp), "pair-space"), ident.probe_labels,
+        stored_vectors(gg, sg, hg), ident.gallery_labels,
+    )
     for w in weights:
         results[f"fused {w:g}"] = search(
             fused(gp, sp, w), ident.probe_labels, fused(gg, sg, w), ident.gallery_labels
@@ -239,10 +244,12 @@ def open_set_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool
 
 
 def gate_sweep(dlib: EmbeddingStore, student: EmbeddingStore, protocol: PairProtocol,
-               ident: OpenSetProtocol, sides: list[int], gates: list[float]) -> list[str]:
+               ident: OpenSetProtocol, sides: list[int], gates: list[float]
+               ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """The pair's space with the gate moved: for each gate t, dlib's cosine for two faces
     with q >= t, else the students'; pairs (one threshold per space) and rank-1 against the
-    gallery, ``dlib`` being the sharp branch on every face. A Markdown table, a row a gate."""
+    gallery, ``dlib`` being the sharp branch on every face. A Markdown table, a row a gate,
+    and the same numbers by gate for the JSON."""
     labels = protocol.labels.astype(bool)
     settings: list[tuple[str, int | None, int]] = [(f"both {s}", s, s) for s in sides]
     settings += [(f"112/{s}", None, s) for s in sides if s < 112]
@@ -255,8 +262,9 @@ def gate_sweep(dlib: EmbeddingStore, student: EmbeddingStore, protocol: PairProt
     head += [f"rank-1 {n}" for n, _, _ in settings]
     lines = ["### The gate moved (pair's space)", "", "| " + " | ".join(head) + " |",
              "|---" * len(head) + "|"]
+    records: dict[str, dict[str, float]] = {}
     for gate in gates:
-        cells, accuracies = [], []
+        cells, accuracies, ranks = [], [], []
         for _, left_side, right_side in settings:
             dl, sl, ql = parts(left_side, protocol.left)
             dr, sr, qr = parts(right_side, protocol.right)
@@ -265,7 +273,8 @@ def gate_sweep(dlib: EmbeddingStore, student: EmbeddingStore, protocol: PairProt
                               np.einsum("ij,ij->i", sl, sr)).astype(np.float64)
             accuracies.append(kfold_accuracy_by_group(
                 scores, labels, protocol.folds, in_dlib).mean)
-        cells += [f"{100 * a:.2f}" for a in accuracies] + [f"{100 * np.mean(accuracies):.2f}"]
+        mean = float(np.mean(accuracies))
+        cells += [f"{100 * a:.2f}" for a in accuracies] + [f"{100 * mean:.2f}"]
         for _, gallery_side, probe_side in settings:
             dg, sg, qg = parts(gallery_side, ident.gallery)
             dp, sp, qp = parts(probe_side, ident.probes)
@@ -273,9 +282,16 @@ def gate_sweep(dlib: EmbeddingStore, student: EmbeddingStore, protocol: PairProt
             probes = queries(stored_vectors(dp, sp, qp >= gate), "pair-space")
             found = search(probes, ident.probe_labels, gallery, ident.gallery_labels)
             summary: dict[str, Any] = identification_metrics(found, (1,), ())
-            cells.append(f"{100 * float(summary['rank1']):.2f}")
+            ranks.append(float(summary["rank1"]))
+            cells.append(f"{100 * ranks[-1]:.2f}")
         lines.append(f"| {gate:.2f} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        names = [name for name, _, _ in settings]
+        records[f"{gate:.2f}"] = {
+            **{f"pairs {n}": float(a) for n, a in zip(names, accuracies, strict=True)},
+            "mean pairs": mean,
+            **{f"rank-1 {n}": r for n, r in zip(names, ranks, strict=True)},
+        }
+    return [*lines, ""], records
 
 
 def markdown(rows: list[tuple[str, dict[str, Any]]], pairs: bool, title: str,
@@ -320,7 +336,8 @@ def main() -> None:
         weights = [float(w) for w in args.weights.split(",") if w]
         gates = [float(g) for g in args.gates.split(",") if g]
     except ValueError as exc:
-        raise SystemExit(f"--resolutions and --weights take comma-separated numbers: {exc}") \
+        raise SystemExit(f"--resolutions, --weights and --gates take comma-separated numbers: "
+                         f"{exc}") \
             from exc
     if gates and args.gated.endswith(".onnx"):
         raise SystemExit("--gates needs a gated checkpoint (.pt): its sharp branch is run "
@@ -340,6 +357,12 @@ def main() -> None:
         protocol, load_lfw_identification(args.data, people_file=args.people_file)
     )
     gated = load_model(args.gated, threads=args.threads)
+    sharp_branch = None  # --gates: the gated checkpoint's sharp branch, run on every face
+    if gates:
+        module = getattr(gated, "module", None)
+        if not isinstance(module, QualityGated):
+            raise SystemExit(f"{args.gated} is not a gated checkpoint")
+        sharp_branch = module.sharp
     student = (load_model(args.student) if args.student
                else load_model(args.gated, threads=args.threads, branch="blurred"))
     faces = load_faces(images, FaceLoader("lfw"), progress=False)
@@ -373,13 +396,11 @@ def main() -> None:
         "",
     ]
     sweep: list[str] = []
-    if gates:
-        module = getattr(gated, "module", None)
-        if not isinstance(module, QualityGated):
-            raise SystemExit(f"{args.gated} is not a gated checkpoint")
-        dlib = EmbeddingStore(TorchModuleModel(module.sharp, name="sharp branch"), faces,
+    sweep_records: dict[str, dict[str, float]] = {}
+    if sharp_branch is not None:
+        dlib = EmbeddingStore(TorchModuleModel(sharp_branch, name="sharp branch"), faces,
                               settings)
-        sweep = gate_sweep(dlib, spaces.student, protocol, ident, sides, gates)
+        sweep, sweep_records = gate_sweep(dlib, spaces.student, protocol, ident, sides, gates)
     text = "\n".join(header + sweep + markdown(pair_table, True, "Pairs")
                      + markdown(rank_table, False, "Identification (closed set)")
                      + markdown(tar_table, False, "Verification against the gallery",
@@ -391,7 +412,7 @@ def main() -> None:
         {"gated": args.gated, "student": args.student, "gate": spaces.gate,
          "pairs": dict(pair_table), "identification": dict(rank_table),
          "verification_against_gallery": dict(tar_table),
-         "open_set": dict(open_table)}, indent=1))
+         "open_set": dict(open_table), "gates": sweep_records}, indent=1))
     print(text)
 
 

@@ -387,8 +387,8 @@ def write_pair_space(source: str | Path, onnx_path: str | Path, crops: np.ndarra
                      threads: int | None = None) -> tuple[ModelMetadata, Agreement]:
     """The pair-space form (``models.comparison``) of the gated artifact ``source``, in
     its precision, checked on ``crops``: the block each face's gate picks equals the
-    source's embedding of it, and the student's block of a blurred face equals its
-    blurred block.
+    source's embedding of it, the third block of every face equals the source's student
+    (its gate shut), and a sharp face's blurred block is zero.
 
     Args:
         version: the new artifact's version; default ``<source version>+pair-space``.
@@ -421,12 +421,16 @@ def write_pair_space(source: str | Path, onnx_path: str | Path, crops: np.ndarra
     check = agreement(reference, picked.astype(np.float64))
     # the one new thing the graph computes: the student's z of every face, sharp ones too
     student_check = agreement(student, blocks[:, 2].astype(np.float64))
-    if not min(check.min_cosine, student_check.min_cosine) >= min_cosine:
+    blurred_block_of_sharp = bool(np.any(blocks[sharp, 1] != 0))
+    # written so that a NaN cosine (a block left at zero) fails too
+    if not (check.min_cosine >= min_cosine and student_check.min_cosine >= min_cosine) \
+            or blurred_block_of_sharp:
         onnx_path.unlink(missing_ok=True)
         raise ValueError(f"the pair-space graph disagrees with {source}: min cosine "
                          f"{check.min_cosine:.7f} with its embeddings, "
                          f"{student_check.min_cosine:.7f} with its student's "
-                         f"(>= {min_cosine} wanted)")
+                         f"(>= {min_cosine} wanted); sharp faces' blurred block "
+                         f"{'set' if blurred_block_of_sharp else 'zero'}")
     # the source's calibration note describes thresholds this artifact does not have
     extra = {**{k: v for k, v in metadata.extra.items() if k != "calibration"},
              GRAPH_KEY: PAIR_SPACE_FORM,

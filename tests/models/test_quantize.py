@@ -253,3 +253,24 @@ def test_an_artifact_saying_pair_space_over_another_graph_is_refused_at_load(
     write_metadata(tmp_path / "p.onnx", metadata)  # its checksum now that graph's
     with pytest.raises(ArtifactError, match="says comparison 'pair-space'"):
         OnnxEmbedder(tmp_path / "p.onnx")
+
+
+def test_a_pair_space_rewrite_that_disagrees_is_refused_and_removed(
+    gated_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.quantize as quantize
+
+    rewrite = quantize.pair_space_graph
+
+    def broken(model: onnx.ModelProto) -> onnx.ModelProto:
+        """The rewrite with the third block taken from the blurred faces only: sharp faces
+        get [g, 0, 0], a block of zeros (a NaN cosine with the student)."""
+        pair = rewrite(model)
+        blocks = next(node for node in pair.graph.node if node.name == "pair/blocks")
+        blocks.input[2] = "pair/blurred_only"
+        return pair
+
+    monkeypatch.setattr(quantize, "pair_space_graph", broken)
+    with pytest.raises(ValueError, match="disagrees"):
+        write_pair_space(gated_artifact, tmp_path / "p.onnx", _crops(4))
+    assert not (tmp_path / "p.onnx").exists()

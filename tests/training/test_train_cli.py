@@ -125,7 +125,9 @@ def test_calibration_scores_pairs_by_the_query_vectors_when_given() -> None:
 
     rng = np.random.default_rng(1)
     identities = np.repeat(np.arange(40), 3)
-    g, z = (rng.normal(size=(120, 8)) for _ in range(2))
+    # each person's faces near their own centre in both spaces: genuine pairs score high
+    g, z = (rng.normal(size=(40, 8))[identities] + 0.5 * rng.normal(size=(120, 8))
+            for _ in range(2))
     g, z = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (g, z))
     sharp = np.arange(120) % 2 == 0
     zero = np.zeros_like(g)
@@ -147,7 +149,11 @@ def test_calibration_scores_pairs_by_the_query_vectors_when_given() -> None:
     threshold = calibration.thresholds["1e-2"]
     assert threshold is not None
     assert calibration.tar["1e-2"] == pytest.approx(float(np.mean(genuine >= threshold)))
+    assert calibration.tar["1e-2"] > 0.5  # separable toy identities
     assert np.mean(negatives >= threshold) <= 1e-2
+    # scored stored . stored instead, sharp pairs would add the students' cosine to dlib's
+    plain = calibrate_embeddings(stored, protocol, identities)
+    assert plain.thresholds["1e-2"] != pytest.approx(threshold, abs=1e-3)
 
 
 def test_a_run_resumes_from_its_committed_slim_checkpoint(
