@@ -51,10 +51,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     for path in (args.fp32, args.other):
-        if load_metadata(path).comparison != "cosine":
-            # the random moves below are of one unit vector per face
-            raise SystemExit(f"{path} is not a cosine model (its comparison is "
-                             f"{load_metadata(path).comparison!r})")
+        comparison = load_metadata(path).comparison
+        if comparison != "cosine":  # the random moves below are of one unit vector per face
+            raise SystemExit(f"{path} is not a cosine model (its comparison is {comparison!r})")
 
     protocol = load_lfw(args.lfw, view=1)
     loader = FaceLoader("lfw")

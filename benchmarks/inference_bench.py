@@ -22,7 +22,8 @@ code) unless given. Prints one markdown table (copy it into docs/benchmarks.md).
 
 Usage::
 
-    python benchmarks/inference_bench.py --lfw ../shared/data/lfw
+    python benchmarks/inference_bench.py --model runs/models-2.1.0/lrfr.onnx \\
+        --lfw ../shared/data/lfw [--pair-space models/bundled/lrfr.onnx]
 """
 
 from __future__ import annotations
@@ -177,9 +178,9 @@ def print_table(variants: list[Variant], crops: np.ndarray) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lfw", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "lfw")
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models/bundled/lrfr.onnx",
-                        help="today's fp32 artifact, compared by cosine (default: the bundled "
-                             "model, refused when it is pair-space)")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="today's fp32 artifact, compared by cosine (e.g. the 2.1.0 graph, "
+                             "git show b765ca8:models/bundled/lrfr.onnx)")
     parser.add_argument("--branch-only", type=Path, default=None,
                         help="its branch-only copy (default: built here)")
     parser.add_argument("--int8", type=Path, default=None,
@@ -199,8 +200,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args()
-    if load_metadata(args.model).comparison != "cosine":
-        raise SystemExit(f"{args.model} is a {load_metadata(args.model).comparison} artifact: "
+    comparison = load_metadata(args.model).comparison
+    if comparison != "cosine":
+        raise SystemExit(f"{args.model} is a {comparison} artifact: "
                          "pass the cosine graph it was made from as --model (e.g. 2.1.0's, git "
                          "show b765ca8:models/bundled/lrfr.onnx) and it as --pair-space")
     with tempfile.TemporaryDirectory(prefix="lrfr-inference-") as scratch:

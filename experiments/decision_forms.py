@@ -35,7 +35,9 @@ COARSE_SIDES = (7, 10, 14, 20, 28, 40, 56, 112)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lfw", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=Path("models/bundled/lrfr.onnx"))
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a cosine artifact, e.g. the 2.1.0 graph (git show "
+                             "b765ca8:models/bundled/lrfr.onnx)")
     parser.add_argument("--cache", type=Path, default=Path("runs/decision_forms.npz"))
     args = parser.parse_args()
     if load_metadata(args.model).comparison != "cosine":

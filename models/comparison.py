@@ -24,7 +24,7 @@ every probe. This module is numpy only: the service, evaluation and calibration 
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import numpy as np
 
@@ -35,8 +35,9 @@ PAIR_SPACE_BLOCKS: Final = 3
 
 
 def _check(comparison: str) -> None:
-    if comparison not in ("cosine", "pair-space"):
-        raise ValueError(f"unknown comparison {comparison!r}; use 'cosine' or 'pair-space'")
+    if comparison not in get_args(Comparison):
+        raise ValueError(f"unknown comparison {comparison!r}; use one of "
+                         f"{', '.join(get_args(Comparison))}")
 
 
 def _sharp(blocks: np.ndarray) -> np.ndarray:

@@ -228,7 +228,7 @@ def test_embed_degraded_keeps_a_pair_space_models_query_vectors(tmp_path) -> Non
     for side in range(2):
         np.testing.assert_array_equal(data.queries[side],
                                       queries(data.embeddings[side], "pair-space"))
-    # noise is sharp at 112 px and blurred at 7: the two sides use different blocks
+    # noise is sharp at 112 px: its query vectors are not its stored ones
     assert not np.array_equal(data.queries[0], data.embeddings[0])
     cosine = embed_degraded(OnnxModel(source), faces, sides=(112,), identities=None,
                             name="noise", progress=False)
