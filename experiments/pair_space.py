@@ -55,9 +55,14 @@ import torch
 
 from models.artifact import load_metadata
 from models.backbones.gated import QualityGated
-from models.comparison import queries
+from models.comparison import queries, stored_vectors
 from training.eval.datasets import load_lfw, load_lfw_identification
-from training.eval.embedding import EmbeddingModel, TorchModuleModel, load_model
+from training.eval.embedding import (
+    EmbeddingModel,
+    TorchModuleModel,
+    artifact_metadata,
+    load_model,
+)
 from training.eval.metrics import (
     SearchResults,
     identification_metrics,
@@ -79,9 +84,9 @@ def fused(gated: np.ndarray, student: np.ndarray, weight: float) -> np.ndarray:
 def gate_of(model: EmbeddingModel) -> float:
     """The gate q of a loaded gated model: an artifact's metadata, or the threshold of a
     gated checkpoint's ``QualityGated`` module."""
-    embedder = getattr(model, "embedder", None)
-    if embedder is not None and embedder.metadata.gate is not None:
-        return float(embedder.metadata.gate.threshold)
+    metadata = artifact_metadata(model)
+    if metadata is not None and metadata.gate is not None:
+        return float(metadata.gate.threshold)
     module = getattr(model, "module", None)
     if isinstance(module, QualityGated):
         return module.gate
@@ -211,13 +216,6 @@ def tar_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool) -> 
                          else float(np.mean(scores[genuine] >= threshold)))
         row[name] = tuple(rates)
     return row
-
-
-def stored_vectors(gated: np.ndarray, student: np.ndarray, sharp: np.ndarray) -> np.ndarray:
-    """Pair-space stored vectors (``models.comparison``) of faces embedded both ways."""
-    zero = np.zeros_like(gated)
-    return np.concatenate([np.where(sharp[:, None], gated, zero),
-                           np.where(sharp[:, None], zero, student), student], axis=1)
 
 
 def open_set_rows(spaces: Spaces, ident: OpenSetProtocol, side: int, cross: bool

@@ -104,6 +104,27 @@ def is_gated_both_branches(model: onnx.ModelProto) -> bool:
     return True
 
 
+#: Why a graph is refused by every rewrite that needs a gate.
+_NOT_GATED = ("not a gated graph: its output is neither a Where of two branches nor the "
+              "branch-only rewrite's scatter")
+
+
+def _gate_negation(graph: onnx.GraphProto) -> onnx.NodeProto:
+    """The branch-only graph's ``Not(mask)`` that picks the blurred rows (``gate/not``)."""
+    negations = [n for n in graph.node if n.name == "gate/not" and n.op_type == "Not"]
+    if len(negations) != 1:
+        raise GraphRewriteError(_NOT_GATED)
+    return negations[0]
+
+
+def _insert_never(graph: onnx.GraphProto, mask: str, name: str, *, constant: str,
+                  position: int) -> None:
+    """Inserts the node ``name = mask AND false`` (a mask no face passes) at ``position``,
+    with its ``false`` as the initializer ``constant``."""
+    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), constant))
+    graph.node.insert(position, helper.make_node("And", [mask, constant], [name], name=name))
+
+
 def _copy_branch(
     graph: onnx.GraphProto, nodes: Iterable[int], *, prefix: str, renames: dict[str, str]
 ) -> list[onnx.NodeProto]:
@@ -234,26 +255,14 @@ def blurred_branch(model: onnx.ModelProto) -> onnx.ModelProto:
         raise GraphRewriteError("a pair-space graph already gives the student's z of every "
                                 "face (its third block)")
     both = is_gated_both_branches(result)
-    if both:
-        _, mask = find_gate(graph)
-    else:
-        negations = [n for n in graph.node if n.name == "gate/not" and n.op_type == "Not"]
-        if len(negations) != 1:
-            raise GraphRewriteError(
-                "not a gated graph: its output is neither a Where of two branches nor the "
-                "branch-only rewrite's scatter"
-            )
-        mask = negations[0].input[0]
+    mask = find_gate(graph)[1] if both else _gate_negation(graph).input[0]
     shut = "gate/shut"
     for node in graph.node:
         node.input[:] = [shut if name == mask else name for name in node.input]
-    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "gate/never"))
     producer = next((i for i, node in enumerate(graph.node) if mask in node.output), None)
     if producer is None:
         raise GraphRewriteError(f"the gate's mask {mask!r} is not computed in the graph")
-    graph.node.insert(producer + 1, helper.make_node(
-        "And", [mask, "gate/never"], [shut], name="gate/shut"
-    ))
+    _insert_never(graph, mask, shut, constant="gate/never", position=producer + 1)
     if both:
         result = make_branch_only(result)
     # no onnx.checker here: float16 copies list their casts out of topological order,
@@ -283,24 +292,18 @@ def pair_space_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     if "gate/shut" in names:
         raise GraphRewriteError("the gate of this graph is shut: it has no sharp branch left")
     by_name = {node.name: node for node in graph.node}
-    negation, scatter = by_name.get("gate/not"), by_name.get("gate/scatter_blurred")
-    if negation is None or scatter is None or scatter.op_type != "ScatterND":
-        raise GraphRewriteError(
-            "not a gated graph: its output is neither a Where of two branches nor the "
-            "branch-only rewrite's scatter"
-        )
+    negation, scatter = _gate_negation(graph), by_name.get("gate/scatter_blurred")
+    if scatter is None or scatter.op_type != "ScatterND":
+        raise GraphRewriteError(_NOT_GATED)
     if "gate/scatter_sharp" not in by_name:
         raise GraphRewriteError("the branch-only graph has no scatter of its sharp rows")
     # what the blurred scatter writes into: the sharp rows' embeddings, zeros elsewhere
     # (in an fp16 copy, through casts: every tensor below is in the scatter's own type)
     mask, with_sharp = negation.input[0], scatter.input[0]
     # the student's rows: every row (Not(mask AND false)); dlib's rows stay the sharp ones
-    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=bool), "pair/never"))
     negation.input[0] = "pair/every_row"
-    position = list(graph.node).index(negation)
-    graph.node.insert(position, helper.make_node(
-        "And", [mask, "pair/never"], ["pair/every_row"], name="pair/every_row"
-    ))
+    _insert_never(graph, mask, "pair/every_row", constant="pair/never",
+                  position=list(graph.node).index(negation))
     # the blurred scatter now writes z into every row; its readers get the three blocks
     combined = scatter.output[0]
     scatter.output[0] = "pair/student"

@@ -55,6 +55,17 @@ def _blocks(vectors: np.ndarray) -> np.ndarray:
     return vectors.reshape(len(vectors), PAIR_SPACE_BLOCKS, -1)
 
 
+def stored_vectors(sharp_branch: np.ndarray, student: np.ndarray, sharp: np.ndarray
+                   ) -> np.ndarray:
+    """Pair-space stored vectors (N, 3 d) from both branches' unit embeddings (N, d) and
+    whether each face is at or above the gate (N,): what a pair-space graph gives, built
+    outside it (experiments and tests hold both branches' embeddings)."""
+    zero = np.zeros_like(sharp_branch)
+    column = np.asarray(sharp, dtype=bool)[:, None]
+    return np.concatenate([np.where(column, sharp_branch, zero),
+                           np.where(column, zero, student), student], axis=1)
+
+
 def normalise(raw: np.ndarray, comparison: Comparison = "cosine", eps: float = 1e-12) -> np.ndarray:
     """The stored vectors (N, D) of a graph's raw output: each row L2-normalised, or for
     ``pair-space`` each block (a block of zeros stays zeros)."""

@@ -32,7 +32,6 @@ from models.artifact import (
     load_metadata,
     write_metadata,
 )
-from models.comparison import queries
 from models.embedder import resize_to_input
 from models.quality import laplacian_score
 from training.degrade import degrade
@@ -259,14 +258,13 @@ def embed_degraded(
         blocks.append(embed_batched(model, pixels, batch_size=batch_size, progress=progress,
                                     desc=f"{name} at {side} px"))
     embeddings = np.stack(blocks)
-    comparison = comparison_of(model)
     return DegradedSet(
         embeddings=embeddings,
         quality=np.asarray(qualities, dtype=np.float64),
         identities=None if identities is None else np.asarray(identities),
         name=name,
-        queries=None if comparison == "cosine" else np.stack(
-            [queries(block, comparison) for block in embeddings]
+        queries=None if comparison_of(model) == "cosine" else np.stack(
+            [query_side(model, block) for block in embeddings]
         ),
     )
 

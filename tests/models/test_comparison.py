@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.comparison import normalise, pair_similarity, queries, sharp_rows
+from models.comparison import normalise, pair_similarity, queries, sharp_rows, stored_vectors
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -15,18 +15,13 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _stored(g: np.ndarray, z: np.ndarray, sharp: np.ndarray) -> np.ndarray:
-    zero = np.zeros_like(g)
-    first = np.where(sharp[:, None], g, zero)
-    second = np.where(sharp[:, None], zero, z)
-    return np.concatenate([first, second, z], axis=1)
-
-
 def test_the_pair_space_rule_for_every_pair_in_either_order() -> None:
     rng = np.random.default_rng(0)
     g, z = _unit(rng, 6, 8), _unit(rng, 6, 8)
     sharp = np.array([True, False, True, False, True, False])
-    stored = _stored(g, z, sharp)
+    stored = stored_vectors(g, z, sharp)
+    np.testing.assert_array_equal(stored[0], np.concatenate([g[0], np.zeros(8), z[0]]))
+    np.testing.assert_array_equal(stored[1], np.concatenate([np.zeros(8), z[1], z[1]]))
     np.testing.assert_array_equal(sharp_rows(stored), sharp)
     scores = stored @ queries(stored, "pair-space").T
     expected = np.where(sharp[:, None] & sharp[None, :], g @ g.T, z @ z.T)

@@ -156,15 +156,13 @@ def test_nprobe_is_refined_in_eighths_below_the_first_power_of_two(
 
 
 def test_a_pair_space_gallery_is_calibrated_with_query_vectors() -> None:
-    from models.comparison import queries
+    from models.comparison import queries, stored_vectors
 
     rng = np.random.default_rng(4)
     n, d = 200, 4
     g, z = _unit(rng, n, d), _unit(rng, n, d)
     sharp = np.arange(n) % 2 == 0
-    zero = np.zeros_like(g)
-    stored = np.concatenate([np.where(sharp[:, None], g, zero),
-                             np.where(sharp[:, None], zero, z), z], axis=1).astype(np.float32)
+    stored = stored_vectors(g, z, sharp).astype(np.float32)
     ids = np.arange(n, dtype=np.int64)
     ivf = _ListsNeeded(ids, stored, needed=1)
     searched: list[np.ndarray] = []

@@ -171,14 +171,14 @@ def test_the_smallest_faces_sharing_a_cell_get_their_own_strictness() -> None:
 
 
 def test_pairs_are_scored_against_the_query_vectors_when_there_are_some() -> None:
-    from models.comparison import queries
+    from models.comparison import queries, stored_vectors
 
     data = _synthetic(people=4, per_person=3, seed=2)
     # as a pair-space model's data: blurred faces [0, z, z], sharp ones [g, 0, z]
     sides, n, _ = data.embeddings.shape
     z, g = data.embeddings[0], data.embeddings[1]
-    zero = np.zeros_like(z)
-    stored = np.stack([np.concatenate([zero, z, z], 1), np.concatenate([g, zero, z], 1)])
+    stored = np.stack([stored_vectors(g, z, np.zeros(n, bool)),
+                       stored_vectors(g, z, np.ones(n, bool))])
     paired = DegradedSet(embeddings=stored, quality=data.quality,
                          identities=data.identities, name="pair",
                          queries=np.stack([queries(block, "pair-space") for block in stored]))

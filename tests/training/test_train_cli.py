@@ -121,7 +121,7 @@ def test_calibration_thresholds_meet_the_far() -> None:
 
 
 def test_calibration_scores_pairs_by_the_query_vectors_when_given() -> None:
-    from models.comparison import queries
+    from models.comparison import queries, stored_vectors
 
     rng = np.random.default_rng(1)
     identities = np.repeat(np.arange(40), 3)
@@ -130,9 +130,7 @@ def test_calibration_scores_pairs_by_the_query_vectors_when_given() -> None:
             for _ in range(2))
     g, z = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (g, z))
     sharp = np.arange(120) % 2 == 0
-    zero = np.zeros_like(g)
-    stored = np.concatenate([np.where(sharp[:, None], g, zero),
-                             np.where(sharp[:, None], zero, z), z], axis=1)
+    stored = stored_vectors(g, z, sharp)
     protocol = PairProtocol(
         name="toy", images=[Path(f"{i}.jpg") for i in range(120)],
         left=np.arange(0, 120, 3), right=np.arange(1, 120, 3),

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from models.comparison import Comparison, normalise, queries
+
+if TYPE_CHECKING:
+    from models.artifact import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +44,15 @@ class EmbeddingModel(Protocol):
         ...
 
 
+def artifact_metadata(model: EmbeddingModel) -> ModelMetadata | None:
+    """The metadata of an ONNX artifact's model (:class:`OnnxModel`); None for others."""
+    return model.embedder.metadata if isinstance(model, OnnxModel) else None
+
+
 def comparison_of(model: EmbeddingModel) -> Comparison:
     """How ``model``'s embeddings are compared (``models.comparison``): an ONNX artifact's
     metadata says; every other model compares by cosine."""
-    metadata = getattr(getattr(model, "embedder", None), "metadata", None)
+    metadata = artifact_metadata(model)
     return "cosine" if metadata is None else metadata.comparison
 
 
@@ -59,9 +67,10 @@ class FlipAveraged:
     sum of the model's embeddings of it and of its mirror image (twice the network time)."""
 
     def __init__(self, model: EmbeddingModel) -> None:
-        if comparison_of(model) != "cosine":
+        comparison = comparison_of(model)
+        if comparison != "cosine":
             raise ValueError("flip averaging needs one unit vector per face; this model's "
-                             f"comparison is {comparison_of(model)!r} (three blocks a face)")
+                             f"comparison is {comparison!r} (three blocks a face)")
         self.model = model
 
     @property

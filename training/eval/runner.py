@@ -35,7 +35,13 @@ from models.decision import DecisionRule
 from models.quality import laplacian_score
 from training.degrade import CameraEffects, Interpolation, degrade, resampling
 from training.eval.decisions import realised_rates
-from training.eval.embedding import EmbeddingModel, FlipAveraged, embed_batched, query_side
+from training.eval.embedding import (
+    EmbeddingModel,
+    FlipAveraged,
+    artifact_metadata,
+    embed_batched,
+    query_side,
+)
 from training.eval.metrics import RocCurve
 from training.eval.protocols import (
     IdentificationProtocol,
@@ -308,7 +314,7 @@ class _LazyPixels:
 def _decision_rule(model: EmbeddingModel) -> DecisionRule | None:
     """The service's rule for an ONNX artifact (its calibration); None for other models and
     for one branch of a gated artifact (its calibration is the whole model's)."""
-    metadata = getattr(getattr(model, "embedder", None), "metadata", None)
+    metadata = artifact_metadata(model)
     if metadata is None or getattr(model, "branch", None):
         return None
     return DecisionRule(metadata, fallback_threshold=DEFAULT_FALLBACK_THRESHOLD)
